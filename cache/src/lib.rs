@@ -1,0 +1,6 @@
+//! What kiln keeps between builds: the content store (blobs by digest), snapshots
+//! (unpacked layer chains), the cache index and garbage collection.
+//!
+//! Every write lands in a temporary path first and is renamed into place, so a process
+//! killed at any moment leaves a store the next one can use.
+#![deny(missing_docs)]

@@ -1,0 +1,11 @@
+//! The OCI image model as kiln uses it: content digests, image references, platforms,
+//! layer tars and their compression, image archives and registries.
+//!
+//! Types from the OCI specifications are not redefined here: [`oci_spec`] is re-exported
+//! and used directly; this crate adds the validated newtypes and the operations on them.
+#![deny(missing_docs)]
+
+pub mod digest;
+
+pub use digest::{Digest, DigestError, Digester};
+pub use oci_spec;
