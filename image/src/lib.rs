@@ -5,7 +5,9 @@
 //! and used directly; this crate adds the validated newtypes and the operations on them.
 #![deny(missing_docs)]
 
+pub mod blob;
 pub mod digest;
 
+pub use blob::{BlobRead, BlobWrite};
 pub use digest::{Digest, DigestError, Digester};
 pub use oci_spec;
