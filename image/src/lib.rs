@@ -7,7 +7,11 @@
 
 pub mod blob;
 pub mod digest;
+pub mod platform;
+pub mod reference;
 
 pub use blob::{BlobRead, BlobWrite};
 pub use digest::{Digest, DigestError, Digester};
 pub use oci_spec;
+pub use platform::{Platform, PlatformError};
+pub use reference::{ImageRef, RefError};
