@@ -1,4 +1,19 @@
 //! Lowers a parsed Dockerfile into a build graph of content-addressed steps, computes
-//! their cache keys, and schedules them. Execution is reached only through the solver's
-//! own worker trait, so this crate knows nothing of containers or disks.
+//! their cache keys, and schedules them.
+//!
+//! - [`op`]: what a step does ([`Op`]), and what people see of it ([`OpMetadata`]);
+//! - [`graph`]: the deduplicated DAG of steps ([`BuildGraph`]);
+//! - [`key`]: cache keys ([`CacheKey`]) over a versioned canonical encoding;
+//! - [`scheduler`]: the [`Solver`], which reaches execution only through its own
+//!   [`Worker`] trait, so this crate knows nothing of containers or disks.
 #![deny(missing_docs)]
+
+pub mod graph;
+pub mod key;
+pub mod op;
+pub mod scheduler;
+
+pub use graph::{BuildGraph, Vertex, VertexId};
+pub use key::{CACHE_KEY_VERSION, CacheKey, cache_key, op_digest};
+pub use op::{ExecOp, FileAction, FileOp, MergeOp, Op, OpMetadata, Selector, SourceOp};
+pub use scheduler::{SolveError, SolveEvent, SolveOptions, Solved, Solver, StepStatus, Worker};
