@@ -108,15 +108,11 @@ mod tests {
         let op = op_digest(&exec(&["true"]));
         let base = cache_key(&op_digest(&Op::Source(SourceOp::Scratch)), &[], &[]);
         let other = cache_key(&op_digest(&exec(&["x"])), &[], &[]);
-        let a = Digest::of(b"a");
-        let b = Digest::of(b"b");
-        let k = cache_key(&op, std::slice::from_ref(&base), &[a.clone()]);
-        assert_eq!(k, cache_key(&op, std::slice::from_ref(&base), &[a.clone()]));
-        assert_ne!(
-            k,
-            cache_key(&op, std::slice::from_ref(&other), &[a.clone()])
-        );
-        assert_ne!(k, cache_key(&op, std::slice::from_ref(&base), &[b.clone()]));
+        let (a, b) = (Digest::of(b"a"), Digest::of(b"b"));
+        let k = cache_key(&op, &[base.clone()], &[a.clone()]);
+        assert_eq!(k, cache_key(&op, &[base.clone()], &[a.clone()]));
+        assert_ne!(k, cache_key(&op, &[other], &[a.clone()]));
+        assert_ne!(k, cache_key(&op, &[base], &[b.clone()]));
         assert_ne!(
             cache_key(&op, &[], &[a.clone(), b.clone()]),
             cache_key(&op, &[], &[b, a])
