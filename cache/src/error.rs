@@ -1,0 +1,111 @@
+//! The one error type of this crate.
+//!
+//! Every store operation touches the filesystem, so most failures are I/O errors; they
+//! carry the path and the operation that failed because a bare `No such file or
+//! directory` names neither. The other variants are the store's own verdicts.
+
+use std::io;
+use std::path::PathBuf;
+
+use kiln_image::Digest;
+
+use crate::chain::ChainId;
+
+/// What went wrong in the content store, the snapshotter or the garbage collector.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// A filesystem operation failed.
+    #[error("cannot {op} {}", path.display())]
+    Io {
+        /// What was being done (`create`, `read`, `rename`, …).
+        op: &'static str,
+        /// The path it was done to.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The blob is not in the content store.
+    #[error("blob {0} is not in the content store")]
+    BlobNotFound(Digest),
+    /// Written bytes do not hash to the digest they were announced with.
+    #[error("content does not match its digest: expected {expected}, got {actual}")]
+    DigestMismatch {
+        /// The digest the caller announced.
+        expected: Digest,
+        /// The digest of the bytes actually written.
+        actual: Digest,
+    },
+    /// The root was written by a newer kiln with a layout this one does not know.
+    #[error(
+        "store at {} has layout version {found}, this kiln understands up to {supported}",
+        path.display()
+    )]
+    UnsupportedLayout {
+        /// The layout file.
+        path: PathBuf,
+        /// The version found in it.
+        found: u32,
+        /// The newest version this build reads.
+        supported: u32,
+    },
+    /// A metadata file of the store is not valid JSON of the expected shape.
+    #[error("cannot parse {}", path.display())]
+    BadMetadata {
+        /// The file.
+        path: PathBuf,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A blob announced (or shaped) as an image manifest or index cannot be parsed.
+    #[error("blob {digest} looks like an image manifest or index but cannot be parsed")]
+    BadManifest {
+        /// The blob.
+        digest: Digest,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The snapshot is not in the snapshot store.
+    #[error("snapshot {0} does not exist")]
+    SnapshotNotFound(ChainId),
+    /// A snapshot can only be committed from a directory on the store's filesystem.
+    #[error(
+        "{} is not on the same filesystem as the snapshot store; create it under Snapshotter::scratch",
+        path.display()
+    )]
+    CrossDevice {
+        /// The directory that was to be committed.
+        path: PathBuf,
+    },
+}
+
+impl CacheError {
+    /// Wraps an I/O error with what was being done to which path.
+    pub(crate) fn io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(io::Error) -> CacheError {
+        let path = path.into();
+        move |source| CacheError::Io { op, path, source }
+    }
+}
+
+impl From<CacheError> for io::Error {
+    /// For the `kiln_image` blob traits, which speak `io::Error`: absence stays
+    /// `NotFound` and a digest mismatch becomes `InvalidData`, as the traits promise.
+    fn from(err: CacheError) -> io::Error {
+        let kind = match &err {
+            CacheError::BlobNotFound(_) | CacheError::SnapshotNotFound(_) => {
+                io::ErrorKind::NotFound
+            }
+            CacheError::DigestMismatch { .. }
+            | CacheError::BadMetadata { .. }
+            | CacheError::BadManifest { .. } => io::ErrorKind::InvalidData,
+            CacheError::Io { source, .. } => source.kind(),
+            _ => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, err)
+    }
+}
