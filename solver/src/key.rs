@@ -109,14 +109,15 @@ mod tests {
         let base = cache_key(&op_digest(&Op::Source(SourceOp::Scratch)), &[], &[]);
         let other = cache_key(&op_digest(&exec(&["x"])), &[], &[]);
         let (a, b) = (Digest::of(b"a"), Digest::of(b"b"));
-        let k = cache_key(&op, &[base.clone()], &[a.clone()]);
-        assert_eq!(k, cache_key(&op, &[base.clone()], &[a.clone()]));
-        assert_ne!(k, cache_key(&op, &[other], &[a.clone()]));
-        assert_ne!(k, cache_key(&op, &[base], &[b.clone()]));
-        assert_ne!(
-            cache_key(&op, &[], &[a.clone(), b.clone()]),
-            cache_key(&op, &[], &[b, a])
-        );
+        let key = |inputs: [&CacheKey; 1], content: [&Digest; 1]| {
+            cache_key(&op, &[inputs[0].clone()], &[content[0].clone()])
+        };
+        assert_eq!(key([&base], [&a]), key([&base], [&a]));
+        assert_ne!(key([&base], [&a]), key([&other], [&a]));
+        assert_ne!(key([&base], [&a]), key([&base], [&b]));
+        let ab = [a.clone(), b.clone()];
+        let ba = [b, a];
+        assert_ne!(cache_key(&op, &[], &ab), cache_key(&op, &[], &ba));
     }
 
     #[test]
