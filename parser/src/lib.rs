@@ -10,3 +10,4 @@
 //!
 //! The crate performs no I/O.
 #![deny(missing_docs)]
+pub mod shell;
