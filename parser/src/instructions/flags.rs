@@ -1,0 +1,113 @@
+//! Instruction flags (`--from=build`, `--link`), checked as BuildKit's `BFlags` checks
+//! them: every flag must be one the instruction declares; value flags need `=value`
+//! (an empty value is allowed); boolean flags are bare or `=true`/`=false` (any case);
+//! only list flags (`--mount`, `--exclude`) may repeat.
+
+use crate::error::{ErrorKind, ParseError};
+use crate::span::Span;
+use crate::syntax::Flag;
+
+/// What kind of value a flag takes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Bool,
+    Value,
+    List,
+}
+
+/// One flag given on the instruction.
+struct Given {
+    name: &'static str,
+    value: String,
+    span: Span,
+}
+
+/// The flags of one instruction, validated against its declaration.
+pub(crate) struct Flags {
+    given: Vec<Given>,
+}
+
+impl Flags {
+    /// Checks `flags` against the declared `(name, kind)` pairs.
+    pub(crate) fn parse(
+        instruction: &'static str,
+        flags: &[Flag],
+        declared: &[(&'static str, Kind)],
+    ) -> Result<Flags, ParseError> {
+        let mut given: Vec<Given> = Vec::with_capacity(flags.len());
+        for flag in flags {
+            let err = |kind| ParseError::new(kind, flag.span);
+            let body = flag.text.strip_prefix("--").unwrap_or(&flag.text);
+            let (name, value) = match body.split_once('=') {
+                Some((n, v)) => (n, Some(v)),
+                None => (body, None),
+            };
+            let Some(&(name, kind)) = declared.iter().find(|(n, _)| *n == name) else {
+                return Err(err(ErrorKind::UnknownFlag {
+                    instruction,
+                    flag: name.to_owned(),
+                }));
+            };
+            if kind != Kind::List && given.iter().any(|g| g.name == name) {
+                return Err(err(ErrorKind::DuplicateFlag {
+                    flag: name.to_owned(),
+                }));
+            }
+            let value = match (kind, value) {
+                (Kind::Bool, None) => "true".to_owned(),
+                (Kind::Bool, Some(v)) => match v.to_lowercase().as_str() {
+                    "true" | "false" => v.to_lowercase(),
+                    "" => {
+                        return Err(err(ErrorKind::FlagMissingValue {
+                            flag: name.to_owned(),
+                        }));
+                    }
+                    _ => {
+                        return Err(err(ErrorKind::FlagNotBool {
+                            flag: name.to_owned(),
+                            value: v.to_owned(),
+                        }));
+                    }
+                },
+                (_, None) => {
+                    return Err(err(ErrorKind::FlagMissingValue {
+                        flag: name.to_owned(),
+                    }));
+                }
+                (_, Some(v)) => v.to_owned(),
+            };
+            given.push(Given {
+                name,
+                value,
+                span: flag.span,
+            });
+        }
+        Ok(Flags { given })
+    }
+
+    /// The value of a single-valued flag, with its span.
+    pub(crate) fn value(&self, name: &str) -> Option<(&str, Span)> {
+        self.given
+            .iter()
+            .find(|g| g.name == name)
+            .map(|g| (g.value.as_str(), g.span))
+    }
+
+    /// The value of a single-valued flag.
+    pub(crate) fn string(&self, name: &str) -> Option<String> {
+        self.value(name).map(|(v, _)| v.to_owned())
+    }
+
+    /// A boolean flag: `None` when not given.
+    pub(crate) fn bool(&self, name: &str) -> Option<bool> {
+        self.value(name).map(|(v, _)| v == "true")
+    }
+
+    /// Every value of a list flag, in order, with spans.
+    pub(crate) fn list(&self, name: &str) -> impl Iterator<Item = (&str, Span)> {
+        self.given
+            .iter()
+            .filter(move |g| g.name == name)
+            .map(|g| (g.value.as_str(), g.span))
+    }
+}

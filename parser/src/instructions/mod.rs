@@ -1,0 +1,853 @@
+//! The typed layer: raw [`Node`]s → stages of typed instructions with validated flags.
+//!
+//! Each instruction is checked by the rules of BuildKit's
+//! `frontend/dockerfile/instructions/parse.go`: argument counts, the flags it declares
+//! and their values, `ENV`/`LABEL` pairs, `FROM … AS name`, HEALTHCHECK durations,
+//! heredoc sources of COPY/ADD, the ONBUILD trigger restrictions. Where BuildKit looks
+//! at an instruction only later (after `$VAR` expansion), the value is validated here
+//! when it is literal and kept as [`Expandable::Deferred`] text when it names a
+//! variable, so the solver can finish the check with the build's ARG values.
+//!
+//! Arguments stay as written — quotes and `$VAR` references included — because their
+//! meaning depends on ARG/ENV values only the solver knows; it expands them with
+//! [`crate::shell`].
+//!
+//! Two BuildKit leniencies are kept on purpose so that every Dockerfile BuildKit accepts
+//! parses here too: `ARG` and `STOPSIGNAL` ignore flags, and `HEALTHCHECK NONE` ignores
+//! its flags.
+
+pub mod chmod;
+mod flags;
+pub mod mount;
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::error::{ErrorKind, ParseError};
+use crate::span::Span;
+use crate::syntax::{self, CheckConfig, Directive, Node, SyntaxTree};
+use chmod::Chmod;
+use flags::{Flags, Kind};
+use mount::Mount;
+
+/// A parsed Dockerfile.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Dockerfile {
+    /// The parser directives, in order.
+    pub directives: Vec<Directive>,
+    /// The escape character (`\` or `` ` ``).
+    pub escape: char,
+    /// The `# check=` settings, when given.
+    pub check: Option<CheckConfig>,
+    /// ARG instructions before the first FROM.
+    pub global_args: Vec<GlobalArg>,
+    /// The build stages, in order.
+    pub stages: Vec<Stage>,
+}
+
+impl Dockerfile {
+    /// The `# syntax=` directive's value, when given.
+    pub fn syntax(&self) -> Option<&str> {
+        self.directives
+            .iter()
+            .find(|d| d.name == "syntax")
+            .map(|d| d.value.as_str())
+    }
+}
+
+/// An ARG before the first FROM: visible to FROM lines, and to stages that re-declare it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GlobalArg {
+    /// The declarations.
+    pub arg: ArgInstruction,
+    /// Where the instruction is.
+    pub span: Span,
+    /// The instruction's text.
+    pub original: String,
+}
+
+/// One `FROM` and the instructions up to the next.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Stage {
+    /// `AS <name>`, lowercased.
+    pub name: Option<String>,
+    /// The base image or stage, unexpanded.
+    pub base: String,
+    /// `--platform`, unexpanded.
+    pub platform: Option<String>,
+    /// The instructions after FROM.
+    pub instructions: Vec<Instruction>,
+    /// Where the FROM line is.
+    pub span: Span,
+    /// The FROM line's text.
+    pub original: String,
+}
+
+/// One instruction with its place in the Dockerfile.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Instruction {
+    /// What it does.
+    pub command: Command,
+    /// Where it is (keyword to the end of its last line or heredoc).
+    pub span: Span,
+    /// Its text (continuations joined), for display such as image history.
+    pub original: String,
+}
+
+/// The instructions (FROM starts a [`Stage`] instead).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "instruction", content = "args", rename_all = "lowercase")]
+pub enum Command {
+    /// `RUN`.
+    Run(RunInstruction),
+    /// `CMD`.
+    Cmd(CommandLine),
+    /// `ENTRYPOINT`.
+    Entrypoint(CommandLine),
+    /// `SHELL`, always exec form.
+    Shell(Vec<String>),
+    /// `COPY`.
+    Copy(CopyInstruction),
+    /// `ADD`.
+    Add(AddInstruction),
+    /// `ENV`.
+    Env(Vec<KeyValue>),
+    /// `LABEL`.
+    Label(Vec<KeyValue>),
+    /// `ARG`.
+    Arg(ArgInstruction),
+    /// `EXPOSE` ports, sorted as BuildKit sorts them, unexpanded.
+    Expose(Vec<String>),
+    /// `VOLUME` paths, unexpanded.
+    Volume(Vec<String>),
+    /// `USER`, unexpanded.
+    User(String),
+    /// `WORKDIR`, unexpanded.
+    Workdir(String),
+    /// `STOPSIGNAL`, unexpanded.
+    Stopsignal(String),
+    /// `MAINTAINER` (deprecated, sets the author).
+    Maintainer(String),
+    /// `HEALTHCHECK`.
+    Healthcheck(Healthcheck),
+    /// `ONBUILD`.
+    Onbuild(OnbuildInstruction),
+}
+
+/// A value checked now if literal, or kept for the solver to check after `$VAR`
+/// expansion.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Expandable<T> {
+    /// Written without variables, and valid.
+    Literal(T),
+    /// Holds a `$` reference: the raw text, to expand and then validate.
+    Deferred(String),
+}
+
+/// How a command is given.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandLine {
+    /// Shell form: run through the stage's SHELL (empty when no argument was given).
+    Shell(String),
+    /// Exec (JSON) form.
+    Exec(Vec<String>),
+}
+
+/// A file given inline as a heredoc.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct InlineFile {
+    /// The heredoc's delimiter, which names the file for COPY/ADD.
+    pub name: String,
+    /// The content, leading tabs already removed for `<<-`.
+    pub content: String,
+    /// `$VAR`s in the content are to be expanded (unquoted delimiter).
+    pub expand: bool,
+    /// The file descriptor before `<<` (0 when none).
+    pub fd: u32,
+}
+
+/// `RUN`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RunInstruction {
+    /// The command.
+    pub command: CommandLine,
+    /// Heredocs following the line, in order.
+    pub heredocs: Vec<InlineFile>,
+    /// `--mount`s.
+    pub mounts: Vec<Expandable<Mount>>,
+    /// `--network`.
+    pub network: NetworkMode,
+    /// `--security`.
+    pub security: SecurityMode,
+}
+
+/// `RUN --network`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// The builder's default network.
+    #[default]
+    Default,
+    /// No network.
+    None,
+    /// The host's network.
+    Host,
+}
+
+/// `RUN --security`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecurityMode {
+    /// The usual container sandbox.
+    #[default]
+    Sandbox,
+    /// Full privileges.
+    Insecure,
+}
+
+/// A COPY or ADD source.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// A path, glob or URL, unexpanded.
+    Path(String),
+    /// An inline heredoc file.
+    Heredoc(InlineFile),
+}
+
+/// What COPY and ADD have in common.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FileTransfer {
+    /// The sources, in order.
+    pub sources: Vec<Source>,
+    /// The destination, unexpanded.
+    pub dest: String,
+    /// `--chown`, unexpanded.
+    pub chown: Option<String>,
+    /// `--chmod`.
+    pub chmod: Option<Expandable<Chmod>>,
+    /// `--link`.
+    pub link: bool,
+    /// `--exclude` patterns.
+    pub excludes: Vec<String>,
+}
+
+/// `COPY`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CopyInstruction {
+    /// Sources, destination and the shared flags.
+    #[serde(flatten)]
+    pub files: FileTransfer,
+    /// `--from`, unexpanded.
+    pub from: Option<String>,
+    /// `--parents`.
+    pub parents: bool,
+}
+
+/// `ADD`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AddInstruction {
+    /// Sources, destination and the shared flags.
+    #[serde(flatten)]
+    pub files: FileTransfer,
+    /// `--checksum`.
+    pub checksum: Option<String>,
+    /// `--keep-git-dir`.
+    pub keep_git_dir: bool,
+    /// `--unpack`, when given.
+    pub unpack: Option<bool>,
+}
+
+/// An ENV or LABEL pair, unexpanded (quotes included).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct KeyValue {
+    /// The name.
+    pub key: String,
+    /// The value.
+    pub value: String,
+    /// Written in the legacy `KEY value` form.
+    pub legacy: bool,
+}
+
+/// `ARG`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ArgInstruction {
+    /// The declarations, in order.
+    pub args: Vec<ArgDecl>,
+}
+
+/// One `name[=default]` of an ARG.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ArgDecl {
+    /// The name.
+    pub name: String,
+    /// The default, unexpanded.
+    pub default: Option<String>,
+}
+
+/// `HEALTHCHECK`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Healthcheck {
+    /// `HEALTHCHECK NONE`: disable any inherited check.
+    None,
+    /// `HEALTHCHECK [flags] CMD …`.
+    Check(HealthConfig),
+}
+
+/// A health check; zero durations and retries mean "the default".
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HealthConfig {
+    /// `["CMD", args…]` (exec form) or `["CMD-SHELL", command]`.
+    pub test: Vec<String>,
+    /// `--interval`.
+    pub interval: Duration,
+    /// `--timeout`.
+    pub timeout: Duration,
+    /// `--start-period`.
+    pub start_period: Duration,
+    /// `--start-interval`.
+    pub start_interval: Duration,
+    /// `--retries`.
+    pub retries: u32,
+}
+
+/// `ONBUILD`: a trigger kept as text, parsed when a child image builds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OnbuildInstruction {
+    /// The trigger's text (heredoc bodies appended as BuildKit does).
+    pub expression: String,
+}
+
+/// Builds the typed Dockerfile from the raw tree.
+pub(crate) fn build(tree: SyntaxTree) -> Result<Dockerfile, ParseError> {
+    let check = tree
+        .directives
+        .iter()
+        .find(|d| d.name == "check")
+        .map(|d| CheckConfig::parse(&d.value).unwrap_or_default());
+    let mut file = Dockerfile {
+        directives: tree.directives,
+        escape: tree.escape,
+        check,
+        global_args: Vec::new(),
+        stages: Vec::new(),
+    };
+    for node in tree.nodes {
+        let command = match typed(&node)? {
+            Typed::From {
+                name,
+                base,
+                platform,
+            } => {
+                file.stages.push(Stage {
+                    name,
+                    base,
+                    platform,
+                    instructions: Vec::new(),
+                    span: node.span,
+                    original: node.original,
+                });
+                continue;
+            }
+            Typed::Command(command) => command,
+        };
+        match (file.stages.last_mut(), command) {
+            (Some(stage), command) => stage.instructions.push(Instruction {
+                command,
+                span: node.span,
+                original: node.original,
+            }),
+            (None, Command::Arg(arg)) => file.global_args.push(GlobalArg {
+                arg,
+                span: node.span,
+                original: node.original,
+            }),
+            (None, _) => return Err(ParseError::new(ErrorKind::NoBuildStage, node.keyword_span)),
+        }
+    }
+    Ok(file)
+}
+
+enum Typed {
+    From {
+        name: Option<String>,
+        base: String,
+        platform: Option<String>,
+    },
+    Command(Command),
+}
+
+fn typed(node: &Node) -> Result<Typed, ParseError> {
+    let err = |kind| ParseError::new(kind, node.keyword_span);
+    let no_flags = |instruction| Flags::parse(instruction, &node.flags, &[]).map(drop);
+    let args = &node.args;
+    let one = |instruction| match args.as_slice() {
+        [one] => Ok(one.clone()),
+        _ => Err(err(ErrorKind::ExactlyOneArgument { instruction })),
+    };
+    let command = match node.keyword.to_ascii_lowercase().as_str() {
+        "from" => return from(node),
+        "run" => Command::Run(run(node)?),
+        "cmd" => {
+            no_flags("CMD")?;
+            Command::Cmd(command_line(node))
+        }
+        "entrypoint" => {
+            no_flags("ENTRYPOINT")?;
+            Command::Entrypoint(command_line(node))
+        }
+        "shell" => {
+            no_flags("SHELL")?;
+            match command_line(node) {
+                CommandLine::Exec(v) if v.is_empty() => {
+                    return Err(err(ErrorKind::AtLeastOneArgument {
+                        instruction: "SHELL",
+                    }));
+                }
+                CommandLine::Exec(v) => Command::Shell(v),
+                CommandLine::Shell(s) if s.is_empty() => {
+                    return Err(err(ErrorKind::AtLeastOneArgument {
+                        instruction: "SHELL",
+                    }));
+                }
+                CommandLine::Shell(_) => return Err(err(ErrorKind::ShellNotJson)),
+            }
+        }
+        "copy" => Command::Copy(copy(node)?),
+        "add" => Command::Add(add(node)?),
+        "env" => {
+            no_flags("ENV")?;
+            Command::Env(key_values(node, "ENV")?)
+        }
+        "label" => {
+            no_flags("LABEL")?;
+            Command::Label(key_values(node, "LABEL")?)
+        }
+        "arg" => Command::Arg(arg(node)?),
+        "expose" => {
+            if args.is_empty() {
+                return Err(err(ErrorKind::AtLeastOneArgument {
+                    instruction: "EXPOSE",
+                }));
+            }
+            no_flags("EXPOSE")?;
+            let mut ports = args.clone();
+            ports.sort();
+            Command::Expose(ports)
+        }
+        "volume" => {
+            if args.is_empty() {
+                return Err(err(ErrorKind::AtLeastOneArgument {
+                    instruction: "VOLUME",
+                }));
+            }
+            no_flags("VOLUME")?;
+            let volumes = args.iter().map(|v| v.trim().to_owned()).collect::<Vec<_>>();
+            if volumes.iter().any(String::is_empty) {
+                return Err(err(ErrorKind::EmptyVolume));
+            }
+            Command::Volume(volumes)
+        }
+        "user" => {
+            let user = one("USER")?;
+            no_flags("USER")?;
+            Command::User(user)
+        }
+        "workdir" => {
+            let dir = one("WORKDIR")?;
+            no_flags("WORKDIR")?;
+            Command::Workdir(dir)
+        }
+        "stopsignal" => Command::Stopsignal(one("STOPSIGNAL")?),
+        "maintainer" => {
+            let who = one("MAINTAINER")?;
+            no_flags("MAINTAINER")?;
+            Command::Maintainer(who)
+        }
+        "healthcheck" => Command::Healthcheck(healthcheck(node)?),
+        "onbuild" => Command::Onbuild(onbuild(node)?),
+        _ => {
+            return Err(err(ErrorKind::UnknownInstruction {
+                keyword: node.keyword.clone(),
+            }));
+        }
+    };
+    Ok(Typed::Command(command))
+}
+
+fn from(node: &Node) -> Result<Typed, ParseError> {
+    let err = |kind| ParseError::new(kind, node.keyword_span);
+    let name = match node.args.as_slice() {
+        [_] => None,
+        [_, as_, name] if as_.eq_ignore_ascii_case("as") => {
+            let lower = name.to_lowercase();
+            let mut chars = lower.chars();
+            let valid = chars.next().is_some_and(|c| c.is_ascii_lowercase())
+                && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c));
+            if !valid {
+                return Err(err(ErrorKind::InvalidStageName { name: name.clone() }));
+            }
+            Some(lower)
+        }
+        _ => return Err(err(ErrorKind::FromArguments)),
+    };
+    let flags = Flags::parse("FROM", &node.flags, &[("platform", Kind::Value)])?;
+    Ok(Typed::From {
+        name,
+        base: node.args[0].clone(),
+        platform: flags.string("platform"),
+    })
+}
+
+/// BuildKit's `handleJSONArgs`: exec form as is, shell form joined into one string.
+fn command_line(node: &Node) -> CommandLine {
+    if node.json {
+        CommandLine::Exec(node.args.clone())
+    } else {
+        CommandLine::Shell(node.args.join(" "))
+    }
+}
+
+fn inline_file(doc: &syntax::Heredoc, chomp: bool) -> InlineFile {
+    InlineFile {
+        name: doc.name.clone(),
+        content: if chomp {
+            syntax::heredoc::chomp(&doc.content)
+        } else {
+            doc.content.clone()
+        },
+        expand: doc.expand,
+        fd: doc.fd,
+    }
+}
+
+fn run(node: &Node) -> Result<RunInstruction, ParseError> {
+    let flags = Flags::parse(
+        "RUN",
+        &node.flags,
+        &[
+            ("mount", Kind::List),
+            ("network", Kind::Value),
+            ("security", Kind::Value),
+        ],
+    )?;
+    let mounts = flags
+        .list("mount")
+        .map(|(spec, span)| {
+            let located = |e: mount::MountError| ParseError::new(e.into(), span);
+            if spec.contains('$') {
+                mount::check_unexpanded(spec).map_err(located)?;
+                Ok(Expandable::Deferred(spec.to_owned()))
+            } else {
+                Mount::parse(spec).map(Expandable::Literal).map_err(located)
+            }
+        })
+        .collect::<Result<_, ParseError>>()?;
+    let network = match flags.value("network") {
+        None | Some(("default", _)) => NetworkMode::Default,
+        Some(("none", _)) => NetworkMode::None,
+        Some(("host", _)) => NetworkMode::Host,
+        Some((value, span)) => {
+            return Err(ParseError::new(
+                ErrorKind::FlagValue {
+                    flag: "network",
+                    value: value.to_owned(),
+                    expected: "default, none or host",
+                },
+                span,
+            ));
+        }
+    };
+    let security = match flags.value("security") {
+        None | Some(("sandbox", _)) => SecurityMode::Sandbox,
+        Some(("insecure", _)) => SecurityMode::Insecure,
+        Some((value, span)) => {
+            return Err(ParseError::new(
+                ErrorKind::FlagValue {
+                    flag: "security",
+                    value: value.to_owned(),
+                    expected: "sandbox or insecure",
+                },
+                span,
+            ));
+        }
+    };
+    Ok(RunInstruction {
+        command: command_line(node),
+        heredocs: node
+            .heredocs
+            .iter()
+            .map(|d| inline_file(d, d.chomp))
+            .collect(),
+        mounts,
+        network,
+        security,
+    })
+}
+
+/// Sources, destination and the flags COPY and ADD share.
+fn file_transfer(
+    node: &Node,
+    instruction: &'static str,
+    flags: &Flags,
+) -> Result<FileTransfer, ParseError> {
+    let err = |kind| ParseError::new(kind, node.keyword_span);
+    let Some((dest, sources)) = node.args.split_last() else {
+        return Err(err(ErrorKind::NoDestination { instruction }));
+    };
+    if syntax::heredoc::parse_marker(dest).is_some() {
+        return Err(err(ErrorKind::HeredocDestination { instruction }));
+    }
+    let sources = sources
+        .iter()
+        .map(|src| match syntax::heredoc::parse_marker(src) {
+            Some(marker) => {
+                let doc = node.heredocs.iter().rev().find(|d| d.name == marker.name);
+                Source::Heredoc(match doc {
+                    Some(doc) => inline_file(doc, marker.chomp),
+                    None => InlineFile {
+                        name: marker.name,
+                        content: String::new(),
+                        expand: marker.expand,
+                        fd: marker.fd,
+                    },
+                })
+            }
+            None => Source::Path(src.clone()),
+        })
+        .collect();
+    let chmod = match flags.value("chmod") {
+        None => None,
+        Some((value, _)) if value.contains('$') => Some(Expandable::Deferred(value.to_owned())),
+        Some((value, span)) => Some(Expandable::Literal(
+            value
+                .parse::<Chmod>()
+                .map_err(|e| ParseError::new(e.into(), span))?,
+        )),
+    };
+    Ok(FileTransfer {
+        sources,
+        dest: dest.clone(),
+        chown: flags.string("chown"),
+        chmod,
+        link: flags.bool("link").unwrap_or(false),
+        excludes: flags.list("exclude").map(|(v, _)| v.to_owned()).collect(),
+    })
+}
+
+fn copy(node: &Node) -> Result<CopyInstruction, ParseError> {
+    if node.args.len() < 2 {
+        return Err(ParseError::new(
+            ErrorKind::NoDestination {
+                instruction: "COPY",
+            },
+            node.keyword_span,
+        ));
+    }
+    let flags = Flags::parse(
+        "COPY",
+        &node.flags,
+        &[
+            ("exclude", Kind::List),
+            ("parents", Kind::Bool),
+            ("chown", Kind::Value),
+            ("from", Kind::Value),
+            ("chmod", Kind::Value),
+            ("link", Kind::Bool),
+        ],
+    )?;
+    Ok(CopyInstruction {
+        files: file_transfer(node, "COPY", &flags)?,
+        from: flags.string("from"),
+        parents: flags.bool("parents").unwrap_or(false),
+    })
+}
+
+fn add(node: &Node) -> Result<AddInstruction, ParseError> {
+    if node.args.len() < 2 {
+        return Err(ParseError::new(
+            ErrorKind::NoDestination { instruction: "ADD" },
+            node.keyword_span,
+        ));
+    }
+    let flags = Flags::parse(
+        "ADD",
+        &node.flags,
+        &[
+            ("exclude", Kind::List),
+            ("chown", Kind::Value),
+            ("chmod", Kind::Value),
+            ("link", Kind::Bool),
+            ("keep-git-dir", Kind::Bool),
+            ("checksum", Kind::Value),
+            ("unpack", Kind::Bool),
+        ],
+    )?;
+    Ok(AddInstruction {
+        files: file_transfer(node, "ADD", &flags)?,
+        checksum: flags.string("checksum"),
+        keep_git_dir: flags.bool("keep-git-dir").unwrap_or(false),
+        unpack: flags.bool("unpack"),
+    })
+}
+
+fn key_values(node: &Node, instruction: &'static str) -> Result<Vec<KeyValue>, ParseError> {
+    let err = |kind| ParseError::new(kind, node.keyword_span);
+    if node.args.is_empty() {
+        return Err(err(ErrorKind::AtLeastOneArgument { instruction }));
+    }
+    node.args
+        .chunks(3)
+        .map(|triple| match triple {
+            [key, _, _] if key.is_empty() => Err(err(ErrorKind::BlankName { instruction })),
+            [key, value, sep] => Ok(KeyValue {
+                key: key.clone(),
+                value: value.clone(),
+                legacy: sep.is_empty(),
+            }),
+            _ => Err(err(ErrorKind::AtLeastOneArgument { instruction })),
+        })
+        .collect()
+}
+
+fn arg(node: &Node) -> Result<ArgInstruction, ParseError> {
+    let err = |kind| ParseError::new(kind, node.keyword_span);
+    if node.args.is_empty() {
+        return Err(err(ErrorKind::AtLeastOneArgument { instruction: "ARG" }));
+    }
+    let args = node
+        .args
+        .iter()
+        .map(|word| match word.split_once('=') {
+            Some(("", _)) => Err(err(ErrorKind::BlankName { instruction: "ARG" })),
+            Some((name, default)) => Ok(ArgDecl {
+                name: name.to_owned(),
+                default: Some(default.to_owned()),
+            }),
+            None => Ok(ArgDecl {
+                name: word.clone(),
+                default: None,
+            }),
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(ArgInstruction { args })
+}
+
+fn duration(flags: &Flags, flag: &'static str) -> Result<Duration, ParseError> {
+    let Some((value, span)) = flags.value(flag) else {
+        return Ok(Duration::ZERO);
+    };
+    if value.is_empty() {
+        return Ok(Duration::ZERO);
+    }
+    let err = |kind| ParseError::new(kind, span);
+    let nanos = crate::golang::parse_duration(value).ok_or_else(|| {
+        err(ErrorKind::InvalidDuration {
+            flag,
+            value: value.to_owned(),
+        })
+    })?;
+    match u64::try_from(nanos) {
+        Ok(0) => Ok(Duration::ZERO),
+        Ok(n) if n >= 1_000_000 => Ok(Duration::from_nanos(n)),
+        _ => Err(err(ErrorKind::DurationTooShort { flag })),
+    }
+}
+
+fn healthcheck(node: &Node) -> Result<Healthcheck, ParseError> {
+    let err = |kind| ParseError::new(kind, node.keyword_span);
+    let Some((kind, rest)) = node.args.split_first() else {
+        return Err(err(ErrorKind::AtLeastOneArgument {
+            instruction: "HEALTHCHECK",
+        }));
+    };
+    let kind = kind.to_uppercase();
+    if kind == "NONE" {
+        if !rest.is_empty() {
+            return Err(err(ErrorKind::HealthcheckNoneArguments));
+        }
+        return Ok(Healthcheck::None);
+    }
+    let flags = Flags::parse(
+        "HEALTHCHECK",
+        &node.flags,
+        &[
+            ("interval", Kind::Value),
+            ("timeout", Kind::Value),
+            ("start-period", Kind::Value),
+            ("start-interval", Kind::Value),
+            ("retries", Kind::Value),
+        ],
+    )?;
+    if kind != "CMD" {
+        return Err(err(ErrorKind::HealthcheckType { kind }));
+    }
+    let test = match (node.json, rest.is_empty()) {
+        (_, true) => return Err(err(ErrorKind::HealthcheckMissingCommand)),
+        (true, false) => std::iter::once("CMD".to_owned())
+            .chain(rest.iter().cloned())
+            .collect(),
+        (false, false) => vec!["CMD-SHELL".to_owned(), rest.join(" ")],
+    };
+    let retries = match flags.value("retries") {
+        None | Some(("", _)) => 0,
+        Some((value, span)) => {
+            let n: i32 = value.parse().map_err(|_| {
+                ParseError::new(
+                    ErrorKind::InvalidRetries {
+                        value: value.to_owned(),
+                    },
+                    span,
+                )
+            })?;
+            u32::try_from(n).map_err(|_| {
+                ParseError::new(
+                    ErrorKind::NegativeRetries {
+                        value: i64::from(n),
+                    },
+                    span,
+                )
+            })?
+        }
+    };
+    Ok(Healthcheck::Check(HealthConfig {
+        test,
+        interval: duration(&flags, "interval")?,
+        timeout: duration(&flags, "timeout")?,
+        start_period: duration(&flags, "start-period")?,
+        start_interval: duration(&flags, "start-interval")?,
+        retries,
+    }))
+}
+
+fn onbuild(node: &Node) -> Result<OnbuildInstruction, ParseError> {
+    let err = |kind| ParseError::new(kind, node.keyword_span);
+    let Some(trigger) = &node.trigger else {
+        return Err(err(ErrorKind::AtLeastOneArgument {
+            instruction: "ONBUILD",
+        }));
+    };
+    Flags::parse("ONBUILD", &node.flags, &[])?;
+    let keyword = trigger.keyword.trim().to_uppercase();
+    match keyword.as_str() {
+        "ONBUILD" => return Err(err(ErrorKind::OnbuildChained)),
+        "MAINTAINER" | "FROM" => return Err(err(ErrorKind::OnbuildTrigger { trigger: keyword })),
+        _ => {}
+    }
+    let trimmed = node.original.trim_start();
+    let mut expression = trimmed
+        .get(..7)
+        .filter(|k| k.eq_ignore_ascii_case("onbuild"))
+        .map_or(trimmed, |_| trimmed[7..].trim_start())
+        .to_owned();
+    for doc in &node.heredocs {
+        expression.push('\n');
+        expression.push_str(&doc.content);
+        expression.push_str(&doc.name);
+    }
+    Ok(OnbuildInstruction { expression })
+}

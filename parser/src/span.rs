@@ -1,0 +1,103 @@
+//! Source locations.
+//!
+//! A [`Span`] names a place in the Dockerfile text twice over: as 1-based line and
+//! column, which is what people and the solver's error messages want ("step failed at
+//! Dockerfile:12"), and as a byte range, which is what a diagnostic renderer needs to
+//! draw a caret. Both are computed once, at parse time, from a [`LineIndex`].
+
+use serde::Serialize;
+
+/// A range of the Dockerfile text.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+pub struct Span {
+    /// 1-based line of the first byte.
+    pub line: usize,
+    /// 1-based column (in characters) of the first byte.
+    pub column: usize,
+    /// 1-based line of the last byte (equal to `line` for one-line spans).
+    pub end_line: usize,
+    /// Byte offset of the first byte.
+    pub start: usize,
+    /// Byte offset one past the last byte.
+    pub end: usize,
+}
+
+impl Span {
+    /// The number of bytes covered.
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Whether the span covers no byte (a position).
+    pub fn is_empty(&self) -> bool {
+        self.end == self.start
+    }
+}
+
+impl From<Span> for miette::SourceSpan {
+    fn from(span: Span) -> miette::SourceSpan {
+        (span.start, span.len()).into()
+    }
+}
+
+/// Where each line of a text starts, to turn byte offsets into lines and columns.
+pub(crate) struct LineIndex<'a> {
+    text: &'a str,
+    starts: Vec<usize>,
+}
+
+impl<'a> LineIndex<'a> {
+    pub(crate) fn new(text: &'a str) -> LineIndex<'a> {
+        let mut starts = vec![0];
+        starts.extend(
+            text.bytes()
+                .enumerate()
+                .filter(|&(_, b)| b == b'\n')
+                .map(|(i, _)| i + 1),
+        );
+        LineIndex { text, starts }
+    }
+
+    /// The 1-based line holding byte `offset`.
+    fn line_of(&self, offset: usize) -> usize {
+        self.starts.partition_point(|&s| s <= offset).max(1)
+    }
+
+    /// The span of bytes `start..end`.
+    pub(crate) fn span(&self, start: usize, end: usize) -> Span {
+        let start = start.min(self.text.len());
+        let end = end.clamp(start, self.text.len());
+        let line = self.line_of(start);
+        let line_start = self.starts[line - 1];
+        let column = self
+            .text
+            .get(line_start..start)
+            .map_or(1, |s| s.chars().count() + 1);
+        let end_line = if end > start {
+            self.line_of(end - 1)
+        } else {
+            line
+        };
+        Span {
+            line,
+            column,
+            end_line,
+            start,
+            end,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_and_columns_count_characters() {
+        let idx = LineIndex::new("ab\néx y\n");
+        let s = idx.span(6, 7);
+        assert_eq!((s.line, s.column, s.end_line), (2, 3, 2));
+        let all = idx.span(0, 9);
+        assert_eq!((all.line, all.column, all.end_line), (1, 1, 2));
+    }
+}

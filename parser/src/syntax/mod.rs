@@ -1,0 +1,382 @@
+//! The syntax layer: Dockerfile text → raw [`Node`]s, one per instruction, in the shape
+//! of BuildKit's `parser.Node`.
+//!
+//! This layer knows about lines and nothing about what instructions mean: parser
+//! directives at the top, comments, blank lines, the escape character as line
+//! continuation (with comments and blank lines allowed inside a continued instruction),
+//! CRLF endings, a UTF-8 byte-order mark, and heredoc bodies following RUN/COPY/ADD
+//! lines. Each node keeps the logical line it came from, its spans, its `--flags` (not
+//! yet validated) and its arguments as BuildKit's line parsers cut them, so that
+//! [`Node::dump`] can print BuildKit's golden-test format byte for byte and the typed
+//! layer ([`crate::instructions`]) can apply BuildKit's rules to exactly the same input.
+//!
+//! Everything here is linear in the input: each physical line is looked at a bounded
+//! number of times, and no line may exceed BuildKit's scanner limit of 64 KiB.
+
+mod directives;
+mod dump;
+pub(crate) mod heredoc;
+mod line;
+
+use serde::Serialize;
+
+pub use directives::{CheckConfig, Directive};
+
+use crate::error::{ErrorKind, ParseError};
+use crate::span::{LineIndex, Span};
+use directives::DirectiveScanner;
+use line::{LineContext, Logical};
+
+/// BuildKit's scanner refuses physical lines longer than this (its 64 KiB buffer, less
+/// the newline).
+pub const MAX_LINE_LEN: usize = 64 * 1024 - 1;
+
+/// The raw parse of a Dockerfile.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SyntaxTree {
+    /// The parser directives at the top of the file, in order.
+    pub directives: Vec<Directive>,
+    /// The escape character: `\` unless `# escape=` says `` ` ``.
+    pub escape: char,
+    /// One node per instruction.
+    pub nodes: Vec<Node>,
+}
+
+/// One instruction as the syntax layer sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Node {
+    /// The keyword as written (`RUN`, `run`, …).
+    pub keyword: String,
+    /// The leading `--flag[=value]` words, quotes removed, not yet validated.
+    pub flags: Vec<Flag>,
+    /// The arguments as BuildKit's line parser for this keyword cuts them.
+    pub args: Vec<String>,
+    /// ONBUILD's trigger instruction.
+    pub trigger: Option<Box<Node>>,
+    /// The arguments were a JSON array (exec form).
+    pub json: bool,
+    /// Heredoc bodies attached to the instruction, in marker order.
+    pub heredocs: Vec<Heredoc>,
+    /// The logical line: continuations joined, comments inside them dropped, leading
+    /// whitespace removed.
+    pub original: String,
+    /// The whole instruction, up to the end of its last heredoc body.
+    pub span: Span,
+    /// The keyword.
+    pub keyword_span: Span,
+}
+
+/// A `--flag[=value]` word.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Flag {
+    /// The word with quotes and escapes removed, dashes included.
+    pub text: String,
+    /// Where it is written.
+    pub span: Span,
+}
+
+/// A heredoc attached to an instruction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Heredoc {
+    /// The delimiter word, quotes removed (`EOF` for `<<"EOF"`).
+    pub name: String,
+    /// The file descriptor written before `<<` (`3<<EOF`), 0 when none.
+    pub fd: u32,
+    /// Variables in the body are to be expanded (the delimiter was not quoted).
+    pub expand: bool,
+    /// `<<-`: leading tabs are to be stripped from the body.
+    pub chomp: bool,
+    /// The body, line endings included, as written (tabs not yet stripped).
+    pub content: String,
+    /// The body's lines and the terminator.
+    pub span: Span,
+}
+
+/// A physical line of the input.
+#[derive(Clone, Copy)]
+struct PhysLine<'a> {
+    /// The line with its line ending (`\n`, and any `\r` before it) removed.
+    text: &'a str,
+    /// The line including its `\n`.
+    full: &'a str,
+    /// Offset of `text` in the source.
+    start: usize,
+}
+
+struct Lines<'a> {
+    src: &'a str,
+    pos: usize,
+    /// Lines handed out so far.
+    count: usize,
+    index: &'a LineIndex<'a>,
+}
+
+impl<'a> Lines<'a> {
+    fn next(&mut self) -> Result<Option<PhysLine<'a>>, ParseError> {
+        if self.pos >= self.src.len() {
+            return Ok(None);
+        }
+        let start = self.pos;
+        let end = self.src[start..]
+            .find('\n')
+            .map_or(self.src.len(), |i| start + i);
+        if end - start > MAX_LINE_LEN {
+            return Err(ParseError::new(
+                ErrorKind::LineTooLong { max: MAX_LINE_LEN },
+                self.index.span(start, start),
+            ));
+        }
+        self.pos = (end + 1).min(self.src.len());
+        self.count += 1;
+        let mut text = &self.src[start..end];
+        if self.count == 1
+            && let Some(rest) = text.strip_prefix('\u{feff}')
+        {
+            text = rest;
+        }
+        let text_start = end - text.len();
+        Ok(Some(PhysLine {
+            text: text.trim_end_matches(['\r', '\n']),
+            full: &self.src[start..self.pos],
+            start: text_start,
+        }))
+    }
+}
+
+fn is_comment(line: &str) -> bool {
+    line.trim_start().starts_with('#')
+}
+
+/// Removes a trailing escape character (and the spaces and tabs after it) that
+/// continues the line, unless the escape character is itself escaped. Returns the kept
+/// text and whether the line ends the instruction.
+fn trim_continuation(line: &str, escape: char) -> (&str, bool) {
+    let body = line.trim_end_matches([' ', '\t']);
+    let Some(before) = body.strip_suffix(escape) else {
+        return (line, true);
+    };
+    if before.ends_with(escape) {
+        return (line, true);
+    }
+    (before, false)
+}
+
+/// Parses Dockerfile text into raw nodes.
+pub fn parse_syntax(src: &str) -> Result<SyntaxTree, ParseError> {
+    let index = LineIndex::new(src);
+    let mut lines = Lines {
+        src,
+        pos: 0,
+        count: 0,
+        index: &index,
+    };
+    let mut scanner = DirectiveScanner::default();
+    let mut tree = SyntaxTree {
+        directives: Vec::new(),
+        escape: '\\',
+        nodes: Vec::new(),
+    };
+    while let Some(first) = lines.next()? {
+        let token = first.text.trim_start();
+        let token_start = first.start + (first.text.len() - token.len());
+        if let Some(found) = scanner.scan(token) {
+            let span = index.span(token_start, token_start + token.len());
+            record_directive(&mut tree, found.name, found.value, span)?;
+            continue;
+        }
+        if is_comment(token) {
+            continue;
+        }
+        let (piece, mut done) = trim_continuation(token, tree.escape);
+        if done && piece.is_empty() {
+            continue;
+        }
+        let mut logical = Logical::new(piece, token_start);
+        let mut last_end = first.start + first.text.len();
+        while !done {
+            let Some(next) = lines.next()? else { break };
+            last_end = next.start + next.text.len();
+            if is_comment(next.text) || next.text.trim_start().is_empty() {
+                continue;
+            }
+            let (piece, end) = trim_continuation(next.text, tree.escape);
+            logical.push(piece, next.start);
+            done = end;
+        }
+        let ctx = LineContext {
+            logical: &logical,
+            index: &index,
+            escape: tree.escape,
+        };
+        let mut node = line::node_from_line(&ctx, &logical.text, 0)?;
+        if node.can_contain_heredoc() && logical.text.contains("<<") {
+            for marker in heredoc::markers(&logical.text) {
+                let body_start = lines.pos;
+                let mut content = String::new();
+                let terminated = loop {
+                    let Some(body) = lines.next()? else {
+                        break false;
+                    };
+                    last_end = body.start + body.text.len();
+                    let candidate = if marker.chomp {
+                        body.text.trim_start_matches('\t')
+                    } else {
+                        body.text
+                    };
+                    if candidate == marker.name {
+                        break true;
+                    }
+                    content.push_str(body.full);
+                };
+                if !terminated {
+                    return Err(ParseError::new(
+                        ErrorKind::UnterminatedHeredoc { name: marker.name },
+                        node.keyword_span,
+                    ));
+                }
+                node.heredocs.push(Heredoc {
+                    name: marker.name,
+                    fd: marker.fd,
+                    expand: marker.expand,
+                    chomp: marker.chomp,
+                    content,
+                    span: index.span(body_start, last_end),
+                });
+            }
+        }
+        node.span = index.span(node.span.start, last_end.max(node.span.end));
+        tree.nodes.push(node);
+    }
+    if tree.nodes.is_empty() {
+        let end = src.len();
+        return Err(ParseError::new(
+            ErrorKind::NoInstructions,
+            index.span(end, end),
+        ));
+    }
+    Ok(tree)
+}
+
+fn record_directive(
+    tree: &mut SyntaxTree,
+    name: String,
+    value: &str,
+    span: Span,
+) -> Result<(), ParseError> {
+    if tree.directives.iter().any(|d| d.name == name) {
+        return Err(ParseError::new(
+            ErrorKind::DuplicateDirective { name },
+            span,
+        ));
+    }
+    match name.as_str() {
+        "escape" => {
+            tree.escape = match value {
+                "\\" => '\\',
+                "`" => '`',
+                _ => {
+                    let value = value.to_owned();
+                    return Err(ParseError::new(ErrorKind::InvalidEscape { value }, span));
+                }
+            }
+        }
+        "check" => {
+            CheckConfig::parse(value).map_err(|option| {
+                ParseError::new(ErrorKind::InvalidCheckOption { option }, span)
+            })?;
+        }
+        _ => {}
+    }
+    tree.directives.push(Directive {
+        name,
+        value: value.to_owned(),
+        span,
+    });
+    Ok(())
+}
+
+impl Node {
+    /// Whether heredoc markers on this line open heredocs: RUN, COPY and ADD in shell
+    /// form, directly or as an ONBUILD trigger.
+    fn can_contain_heredoc(&self) -> bool {
+        let node = match (&self.trigger, self.keyword.eq_ignore_ascii_case("onbuild")) {
+            (Some(trigger), true) => trigger,
+            _ => self,
+        };
+        let keyword = node.keyword.to_ascii_lowercase();
+        matches!(keyword.as_str(), "run" | "copy" | "add") && !node.json
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dump(src: &str) -> String {
+        parse_syntax(src).unwrap().dump()
+    }
+
+    #[test]
+    fn continuations_comments_and_crlf() {
+        let src = "\u{feff}FROM x\r\nRUN a \\\r\n# note\r\n\r\n  b\r\nRUN c\\\\\n";
+        assert_eq!(
+            dump(src),
+            "(from \"x\")\n(run \"a   b\")\n(run \"c\\\\\\\\\")\n"
+        );
+    }
+
+    #[test]
+    fn escape_directive_changes_continuation() {
+        let src = "# escape=`\nFROM x\nRUN a `\n  b \\\n";
+        let tree = parse_syntax(src).unwrap();
+        assert_eq!(tree.escape, '`');
+        assert_eq!(tree.dump(), "(from \"x\")\n(run \"a   b \\\\\")\n");
+    }
+
+    #[test]
+    fn heredoc_bodies_and_spans() {
+        let src = "FROM x\nRUN <<A cat <<-'B'\nhello $x\nA\n\tworld\n\tB\nRUN ok\n";
+        let tree = parse_syntax(src).unwrap();
+        let run = &tree.nodes[1];
+        assert_eq!(run.heredocs.len(), 2);
+        assert_eq!(run.heredocs[0].content, "hello $x\n");
+        assert!(run.heredocs[0].expand);
+        assert_eq!(run.heredocs[1].content, "\tworld\n");
+        assert!(run.heredocs[1].chomp && !run.heredocs[1].expand);
+        assert_eq!((run.span.line, run.span.end_line), (2, 6));
+        assert_eq!(tree.nodes[2].span.line, 7);
+    }
+
+    #[test]
+    fn flag_spans_point_at_the_flag() {
+        let src = "FROM x\nRUN --network=none \\\n    --mount=type=cache,target=/c make\n";
+        let tree = parse_syntax(src).unwrap();
+        let flags = &tree.nodes[1].flags;
+        assert_eq!(flags[1].text, "--mount=type=cache,target=/c");
+        assert_eq!((flags[1].span.line, flags[1].span.column), (3, 5));
+        assert_eq!(
+            &src[flags[1].span.start..flags[1].span.end],
+            "--mount=type=cache,target=/c"
+        );
+    }
+
+    #[test]
+    fn errors() {
+        let err = |src: &str| parse_syntax(src).unwrap_err().kind;
+        assert_eq!(err("# just a comment\n\n"), ErrorKind::NoInstructions);
+        assert!(matches!(
+            err("# syntax=a\n# SYNTAX=b\nFROM x"),
+            ErrorKind::DuplicateDirective { .. }
+        ));
+        assert!(matches!(
+            err("# escape=x\nFROM x"),
+            ErrorKind::InvalidEscape { .. }
+        ));
+        assert!(matches!(
+            err("FROM x\nRUN <<EOF\nno end\n"),
+            ErrorKind::UnterminatedHeredoc { .. }
+        ));
+        let long = format!("FROM x\nRUN {}\n", "a".repeat(MAX_LINE_LEN));
+        assert!(matches!(err(&long), ErrorKind::LineTooLong { .. }));
+    }
+}
