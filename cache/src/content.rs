@@ -21,7 +21,7 @@ use kiln_image::{BlobRead, BlobWrite, Digest, Digester};
 use tempfile::NamedTempFile;
 
 use crate::CacheError;
-use crate::scratch;
+use crate::scratch::{self, Swept};
 
 /// Blobs by digest under one directory (`content-v1/` in a store root).
 #[derive(Debug, Clone)]
@@ -157,6 +157,11 @@ impl ContentStore {
         }
         out.sort_by(|a, b| a.digest.cmp(&b.digest));
         Ok(out)
+    }
+
+    /// Finds (and unless `dry_run`, removes) temp files of writers that died.
+    pub(crate) fn sweep_ingest(&self, dry_run: bool) -> Result<Swept, CacheError> {
+        scratch::sweep(&self.ingest, dry_run)
     }
 
     fn absent_or(&self, d: &Digest, op: &'static str, path: &Path, e: io::Error) -> CacheError {

@@ -1,15 +1,24 @@
 //! What kiln keeps between builds: the content store (blobs by digest), snapshots
 //! (unpacked layer chains), the cache index and garbage collection.
 //!
-//! Every write lands in a temporary path first and is renamed into place, so a process
-//! killed at any moment leaves a store the next one can use.
+//! Everything lives under one root directory ([`Store`]), in versioned folders; the
+//! on-disk layout, its atomicity and locking rules are in `docs/storage.md`. Every write
+//! lands in a temporary path first and is renamed into place, so a process killed at
+//! any moment leaves a store the next one can use.
 #![deny(missing_docs)]
 
 pub mod chain;
 pub mod content;
 mod error;
+pub mod gc;
+pub mod root;
 mod scratch;
+pub mod snapshot;
 
 pub use chain::ChainId;
 pub use content::{BlobInfo, BlobWriter, ContentStore};
 pub use error::CacheError;
+pub use gc::{DiskUsage, GcOptions, GcReport, GcRoots};
+pub use root::{ExclusiveStore, Store};
+pub use scratch::Swept;
+pub use snapshot::{ScratchDir, SnapshotInfo, SnapshotMode, Snapshotter};

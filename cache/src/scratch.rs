@@ -7,7 +7,7 @@
 //! and [`sweep`] removes it. No clock is involved, so a slow writer is never mistaken
 //! for a dead one.
 
-use std::fs::File;
+use std::fs::{self, File};
 use std::path::Path;
 
 use crate::CacheError;
@@ -17,4 +17,98 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), CacheError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(CacheError::io("sync directory", dir))
+}
+
+/// Takes the ownership lock on a fresh scratch entry (file or directory).
+pub(crate) fn claim(path: &Path) -> Result<File, CacheError> {
+    let handle = File::open(path).map_err(CacheError::io("open", path))?;
+    handle.lock().map_err(CacheError::io("lock", path))?;
+    Ok(handle)
+}
+
+/// What a sweep found (and, unless it was a dry run, removed).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    /// Abandoned entries.
+    pub entries: u64,
+    /// Their size on disk in bytes.
+    pub bytes: u64,
+}
+
+/// Finds the abandoned entries directly under `dir` and, unless `dry_run`, removes them.
+/// Entries that vanish while being looked at were finished or removed by their owner.
+pub(crate) fn sweep(dir: &Path, dry_run: bool) -> Result<Swept, CacheError> {
+    let mut swept = Swept::default();
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(swept),
+        Err(e) => return Err(CacheError::io("list", dir)(e)),
+    };
+    for entry in entries {
+        let path = entry.map_err(CacheError::io("list", dir))?.path();
+        let handle = match File::open(&path) {
+            Ok(handle) => handle,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(CacheError::io("open", &path)(e)),
+        };
+        match handle.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => continue,
+            Err(std::fs::TryLockError::Error(e)) => return Err(CacheError::io("lock", &path)(e)),
+        }
+        let bytes = disk_usage(&path)?;
+        if !dry_run {
+            remove_any(&path)?;
+        }
+        swept.entries += 1;
+        swept.bytes += bytes;
+    }
+    Ok(swept)
+}
+
+/// Removes a file or a whole directory tree; absence is not an error.
+pub(crate) fn remove_any(path: &Path) -> Result<(), CacheError> {
+    let result = match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) => Err(e),
+    };
+    match result {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(CacheError::io("remove", path)(e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Bytes a file or tree occupies on disk (allocated blocks; hard links counted once).
+pub(crate) fn disk_usage(path: &Path) -> Result<u64, CacheError> {
+    use std::collections::HashSet;
+    use std::os::unix::fs::MetadataExt;
+
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    for entry in walkdir::WalkDir::new(path) {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e)
+                if e.io_error()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound) =>
+            {
+                continue;
+            }
+            Err(e) => {
+                let at = e.path().unwrap_or(path).to_owned();
+                return Err(CacheError::io("walk", at)(e.into()));
+            }
+        };
+        let meta = entry
+            .metadata()
+            .map_err(|e| CacheError::io("stat", entry.path())(e.into()))?;
+        if meta.nlink() > 1 && !meta.is_dir() && !seen.insert((meta.dev(), meta.ino())) {
+            continue;
+        }
+        total += meta.blocks() * 512;
+    }
+    Ok(total)
 }

@@ -1,0 +1,433 @@
+//! Garbage collection and disk usage: what the roots keep, and what can go.
+//!
+//! Roots come in two strengths, as in `docker builder prune`:
+//!
+//! * **tagged** — manifests (or indexes) the image store names. What they reach is never
+//!   removed.
+//! * **cache** — digests the build cache index still refers to (manifests, layer blobs,
+//!   or snapshot chain IDs). What they reach is kept by default, but is fair game with
+//!   [`GcOptions::all`].
+//!
+//! From a blob root the walk follows index → manifests → config + layers; a config's
+//! `rootfs.diff_ids` turn into the chain IDs of every prefix stack, which keeps those
+//! snapshots. A root digest that names a snapshot keeps it too. A kept snapshot keeps
+//! its ancestors, since an overlay snapshot is useless without them.
+//!
+//! Everything else is *unreachable*. A collection always removes abandoned scratch
+//! (temp files and half-built snapshots of dead processes) and broken snapshot
+//! directories. Then, with no [`GcOptions::keep`] limit, it removes all unreachable
+//! blobs and snapshots (plus cache-only ones with `all`); with a limit, it removes them
+//! least recently used first — unreachable before cache-only — and stops as soon as
+//! blobs and snapshots together fit in the limit. Removing an overlay snapshot removes
+//! its descendants with it.
+//!
+//! The collector runs only under the store's exclusive lock (see [`crate::root`]), so
+//! no build is writing while it decides.
+
+use std::collections::{HashMap, HashSet};
+use std::time::SystemTime;
+
+use kiln_image::Digest;
+use kiln_image::oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
+
+use crate::root::{SNAPSHOTS_DIR, Store};
+use crate::scratch::Swept;
+use crate::snapshot::{SnapshotInfo, SnapshotMode, Snapshotter};
+use crate::{CacheError, ChainId, ContentStore};
+
+/// Blobs above this size are never parsed as manifests (the distribution spec's limit
+/// for a manifest is 4 MiB).
+const MAX_MANIFEST_SIZE: u64 = 4 << 20;
+
+/// What a collection keeps; see the module docs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcRoots {
+    /// Manifests and indexes named by tags: never removed.
+    pub tagged: Vec<Digest>,
+    /// Digests the build cache refers to: kept unless [`GcOptions::all`].
+    pub cache: Vec<Digest>,
+}
+
+/// How much a collection removes; see the module docs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GcOptions {
+    /// Stop removing once blobs and snapshots take at most this many bytes.
+    pub keep: Option<u64>,
+    /// Also remove what only the cache roots reach.
+    pub all: bool,
+}
+
+/// A removed snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemovedSnapshot {
+    /// Its chain ID.
+    pub chain_id: ChainId,
+    /// Its layout.
+    pub mode: SnapshotMode,
+    /// Bytes it held.
+    pub size: u64,
+}
+
+/// What a collection removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// Blobs removed, with their sizes.
+    pub blobs: Vec<(Digest, u64)>,
+    /// Snapshots removed.
+    pub snapshots: Vec<RemovedSnapshot>,
+    /// Abandoned scratch and broken snapshot directories removed.
+    pub scratch: Swept,
+    /// Everything freed, in bytes.
+    pub bytes_freed: u64,
+}
+
+/// A count of things and the bytes they take.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// How many.
+    pub count: u64,
+    /// Their size in bytes.
+    pub bytes: u64,
+}
+
+/// Disk usage of the store, as `kiln system df` shows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiskUsage {
+    /// All blobs.
+    pub blobs: Usage,
+    /// All snapshots.
+    pub snapshots: Usage,
+    /// Abandoned scratch and broken snapshot directories.
+    pub scratch: Swept,
+    /// Bytes a default collection would free (scratch and unreachable content).
+    pub reclaimable: u64,
+    /// Bytes a collection with [`GcOptions::all`] would free.
+    pub reclaimable_all: u64,
+}
+
+/// How strongly something is held, weakest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Tier {
+    Unreachable,
+    CacheOnly,
+    Tagged,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Target {
+    Blob(Digest),
+    Snapshot(SnapshotMode, ChainId),
+}
+
+struct Candidate {
+    target: Target,
+    size: u64,
+    last_used: SystemTime,
+    tier: Tier,
+}
+
+/// Everything in the store, sorted into what may go (weakest, least recently used
+/// first) and how overlay snapshots depend on each other.
+struct Plan {
+    candidates: Vec<Candidate>,
+    blobs: Usage,
+    snapshots: Usage,
+    children: HashMap<ChainId, Vec<ChainId>>,
+    overlay: HashMap<ChainId, u64>,
+}
+
+pub(crate) fn collect(
+    store: &Store,
+    roots: &GcRoots,
+    options: &GcOptions,
+) -> Result<GcReport, CacheError> {
+    let mut report = GcReport {
+        scratch: sweep(store, false)?,
+        ..GcReport::default()
+    };
+    let plan = plan(store, roots)?;
+    let overlay = store.snapshotter(SnapshotMode::Overlay)?;
+    let mut total = plan.blobs.bytes + plan.snapshots.bytes;
+    let mut removed: HashSet<Target> = HashSet::new();
+    for candidate in &plan.candidates {
+        if candidate.tier == Tier::CacheOnly && !options.all {
+            continue;
+        }
+        if options.keep.is_some_and(|keep| total <= keep) {
+            break;
+        }
+        if removed.contains(&candidate.target) {
+            continue;
+        }
+        match &candidate.target {
+            Target::Blob(digest) => {
+                store.content().delete(digest)?;
+                report.blobs.push((digest.clone(), candidate.size));
+                total -= candidate.size;
+                removed.insert(candidate.target.clone());
+            }
+            Target::Snapshot(SnapshotMode::Overlay, chain_id) => {
+                // Children first, so no snapshot is ever left without its parent.
+                let mut order = Vec::new();
+                descendants(&plan.children, chain_id, &mut order);
+                order.push(chain_id.clone());
+                for id in order {
+                    let target = Target::Snapshot(SnapshotMode::Overlay, id.clone());
+                    if removed.insert(target) {
+                        let size = overlay.remove(&id)?;
+                        total =
+                            total.saturating_sub(plan.overlay.get(&id).copied().unwrap_or(size));
+                        report.snapshots.push(RemovedSnapshot {
+                            chain_id: id,
+                            mode: SnapshotMode::Overlay,
+                            size,
+                        });
+                    }
+                }
+            }
+            Target::Snapshot(SnapshotMode::Copy, chain_id) => {
+                let size = store.snapshotter(SnapshotMode::Copy)?.remove(chain_id)?;
+                total -= candidate.size;
+                removed.insert(candidate.target.clone());
+                report.snapshots.push(RemovedSnapshot {
+                    chain_id: chain_id.clone(),
+                    mode: SnapshotMode::Copy,
+                    size,
+                });
+            }
+        }
+    }
+    report.bytes_freed = report.scratch.bytes
+        + report.blobs.iter().map(|(_, size)| size).sum::<u64>()
+        + report.snapshots.iter().map(|s| s.size).sum::<u64>();
+    Ok(report)
+}
+
+pub(crate) fn disk_usage(store: &Store, roots: &GcRoots) -> Result<DiskUsage, CacheError> {
+    let scratch = sweep(store, true)?;
+    let plan = plan(store, roots)?;
+    let of_tier = |tier| -> u64 {
+        plan.candidates
+            .iter()
+            .filter(|c| c.tier == tier)
+            .map(|c| c.size)
+            .sum()
+    };
+    let reclaimable = scratch.bytes + of_tier(Tier::Unreachable);
+    Ok(DiskUsage {
+        blobs: plan.blobs,
+        snapshots: plan.snapshots,
+        scratch,
+        reclaimable,
+        reclaimable_all: reclaimable + of_tier(Tier::CacheOnly),
+    })
+}
+
+/// Abandoned ingest files, snapshot scratch, and broken snapshot directories.
+fn sweep(store: &Store, dry_run: bool) -> Result<Swept, CacheError> {
+    let mut swept = store.content().sweep_ingest(dry_run)?;
+    for mode in SnapshotMode::ALL {
+        let snapshotter = store.snapshotter(mode)?;
+        add(&mut swept, snapshotter.remove_broken(dry_run)?);
+        if mode == SnapshotMode::Overlay {
+            // Both modes share one scratch folder.
+            add(&mut swept, snapshotter.sweep_scratch(dry_run)?);
+        }
+    }
+    Ok(swept)
+}
+
+fn add(total: &mut Swept, more: Swept) {
+    total.entries += more.entries;
+    total.bytes += more.bytes;
+}
+
+fn descendants(children: &HashMap<ChainId, Vec<ChainId>>, id: &ChainId, out: &mut Vec<ChainId>) {
+    for child in children.get(id).into_iter().flatten() {
+        descendants(children, child, out);
+        out.push(child.clone());
+    }
+}
+
+fn plan(store: &Store, roots: &GcRoots) -> Result<Plan, CacheError> {
+    let tagged = Reach::walk(store.content(), &roots.tagged)?;
+    let cache = Reach::walk(store.content(), &roots.cache)?;
+    let snapshots: Vec<SnapshotInfo> = SnapshotMode::ALL
+        .into_iter()
+        .map(|mode| Snapshotter::open(&store.root().join(SNAPSHOTS_DIR), mode)?.list())
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .flatten()
+        .collect();
+    let parents: HashMap<&ChainId, &ChainId> = snapshots
+        .iter()
+        .filter_map(|s| Some((&s.chain_id, s.parent.as_ref()?)))
+        .collect();
+    let tagged_chains = with_ancestors(&tagged.chains, &parents);
+    let cache_chains = with_ancestors(&cache.chains, &parents);
+
+    let mut plan = Plan {
+        candidates: Vec::new(),
+        blobs: Usage::default(),
+        snapshots: Usage::default(),
+        children: HashMap::new(),
+        overlay: HashMap::new(),
+    };
+    for blob in store.content().entries()? {
+        plan.blobs.count += 1;
+        plan.blobs.bytes += blob.size;
+        let tier = tier(&tagged.blobs, &cache.blobs, &blob.digest);
+        if tier != Tier::Tagged {
+            plan.candidates.push(Candidate {
+                target: Target::Blob(blob.digest),
+                size: blob.size,
+                last_used: blob.last_used,
+                tier,
+            });
+        }
+    }
+    for snapshot in snapshots {
+        plan.snapshots.count += 1;
+        plan.snapshots.bytes += snapshot.size;
+        if snapshot.mode == SnapshotMode::Overlay {
+            plan.overlay
+                .insert(snapshot.chain_id.clone(), snapshot.size);
+            if let Some(parent) = &snapshot.parent {
+                plan.children
+                    .entry(parent.clone())
+                    .or_default()
+                    .push(snapshot.chain_id.clone());
+            }
+        }
+        let tier = tier(&tagged_chains, &cache_chains, &snapshot.chain_id);
+        if tier != Tier::Tagged {
+            plan.candidates.push(Candidate {
+                target: Target::Snapshot(snapshot.mode, snapshot.chain_id),
+                size: snapshot.size,
+                last_used: snapshot.last_used,
+                tier,
+            });
+        }
+    }
+    plan.candidates.sort_by_key(|c| (c.tier, c.last_used));
+    Ok(plan)
+}
+
+fn tier<T: Eq + std::hash::Hash>(tagged: &HashSet<T>, cache: &HashSet<T>, item: &T) -> Tier {
+    if tagged.contains(item) {
+        Tier::Tagged
+    } else if cache.contains(item) {
+        Tier::CacheOnly
+    } else {
+        Tier::Unreachable
+    }
+}
+
+fn with_ancestors(
+    chains: &HashSet<ChainId>,
+    parents: &HashMap<&ChainId, &ChainId>,
+) -> HashSet<ChainId> {
+    let mut out = chains.clone();
+    for chain in chains {
+        let mut at = chain;
+        while let Some(parent) = parents.get(at) {
+            if !out.insert((*parent).clone()) {
+                break;
+            }
+            at = parent;
+        }
+    }
+    out
+}
+
+/// What a set of roots reaches.
+#[derive(Default)]
+struct Reach {
+    blobs: HashSet<Digest>,
+    chains: HashSet<ChainId>,
+}
+
+/// How a digest was reached, which says whether to look inside it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// A root or an index entry: a manifest or index if it parses as one.
+    Sniff,
+    Config,
+    Layer,
+}
+
+impl Reach {
+    fn walk(content: &ContentStore, roots: &[Digest]) -> Result<Reach, CacheError> {
+        let mut reach = Reach::default();
+        let mut stack: Vec<(Digest, Role)> =
+            roots.iter().map(|d| (d.clone(), Role::Sniff)).collect();
+        reach
+            .chains
+            .extend(roots.iter().cloned().map(ChainId::from));
+        while let Some((digest, role)) = stack.pop() {
+            if !reach.blobs.insert(digest.clone()) || role == Role::Layer {
+                continue;
+            }
+            let Ok(size) = content.size(&digest) else {
+                // Not (or no longer) present: nothing to keep, nothing to follow.
+                continue;
+            };
+            if size > MAX_MANIFEST_SIZE {
+                continue;
+            }
+            let bytes = content.read(&digest)?;
+            match role {
+                Role::Config => {
+                    // A config that is not an image config (an artifact's) names no layers.
+                    if let Ok(config) = serde_json::from_slice::<ImageConfiguration>(&bytes) {
+                        let diff_ids: Vec<Digest> = config
+                            .rootfs()
+                            .diff_ids()
+                            .iter()
+                            .filter_map(|d| d.parse().ok())
+                            .collect();
+                        reach.chains.extend(ChainId::prefixes(&diff_ids));
+                    }
+                }
+                Role::Sniff => stack.extend(children(&digest, &bytes)?),
+                Role::Layer => {}
+            }
+        }
+        Ok(reach)
+    }
+}
+
+/// The blobs a manifest or index refers to; nothing for any other blob.
+fn children(digest: &Digest, bytes: &[u8]) -> Result<Vec<(Digest, Role)>, CacheError> {
+    let Ok(serde_json::Value::Object(object)) = serde_json::from_slice::<serde_json::Value>(bytes)
+    else {
+        return Ok(Vec::new());
+    };
+    let bad = |source| CacheError::BadManifest {
+        digest: digest.clone(),
+        source,
+    };
+    let value = serde_json::Value::Object(object);
+    let descriptors: Vec<(&kiln_image::oci_spec::image::Digest, Role)>;
+    let (index, manifest);
+    if value.get("manifests").is_some() {
+        index = serde_json::from_value::<ImageIndex>(value).map_err(bad)?;
+        descriptors = index
+            .manifests()
+            .iter()
+            .map(|m| (m.digest(), Role::Sniff))
+            .collect();
+    } else if value.get("layers").is_some() && value.get("config").is_some() {
+        manifest = serde_json::from_value::<ImageManifest>(value).map_err(bad)?;
+        descriptors = std::iter::once((manifest.config().digest(), Role::Config))
+            .chain(manifest.layers().iter().map(|l| (l.digest(), Role::Layer)))
+            .collect();
+    } else {
+        return Ok(Vec::new());
+    }
+    // Digests of other algorithms cannot be in this store.
+    Ok(descriptors
+        .into_iter()
+        .filter_map(|(d, role)| Some((Digest::try_from(d).ok()?, role)))
+        .collect())
+}

@@ -1,0 +1,173 @@
+//! The store root: one directory holding every versioned part of kiln's state, the
+//! layout version file, and the lock that keeps the collector away from work in flight.
+//!
+//! Locking is one `flock` on `<root>/lock`. Every process that reads or writes the
+//! store holds it shared for as long as it has a [`Store`] (so builds run side by side);
+//! the collector holds it exclusive ([`Store::lock_exclusive`]), so it never sees a
+//! blob that a build has written but not yet referenced from a tag or the cache index,
+//! nor removes a snapshot a container is running on. The kernel releases the lock when
+//! a process dies, so a crash never leaves the store locked.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use crate::gc::{self, DiskUsage, GcOptions, GcReport, GcRoots};
+use crate::scratch;
+use crate::snapshot::{SnapshotMode, Snapshotter};
+use crate::{CacheError, ContentStore};
+
+/// The on-disk layout version this build writes and reads.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// The layout version file, relative to the root.
+pub const LAYOUT_FILE: &str = "kiln-layout";
+/// The lock file, relative to the root.
+pub const LOCK_FILE: &str = "lock";
+/// The content store folder, relative to the root.
+pub const CONTENT_DIR: &str = "content-v1";
+/// The snapshot folder, relative to the root.
+pub const SNAPSHOTS_DIR: &str = "snapshots-v1";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Layout {
+    layout_version: u32,
+}
+
+/// An open store root, held under the shared lock.
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    lock: File,
+    content: ContentStore,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `root`, waiting while a collection runs.
+    pub fn open(root: &Path) -> Result<Store, CacheError> {
+        fs::create_dir_all(root).map_err(CacheError::io("create", root))?;
+        let lock_path = root.join(LOCK_FILE);
+        let lock = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(CacheError::io("open", &lock_path))?;
+        lock.lock_shared()
+            .map_err(CacheError::io("lock", &lock_path))?;
+        check_layout(root)?;
+        let content = ContentStore::open(&root.join(CONTENT_DIR))?;
+        for mode in SnapshotMode::ALL {
+            Snapshotter::open(&root.join(SNAPSHOTS_DIR), mode)?;
+        }
+        Ok(Store {
+            root: root.to_owned(),
+            lock,
+            content,
+        })
+    }
+
+    /// The root directory (other parts of kiln keep their own versioned files here).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The content store.
+    pub fn content(&self) -> &ContentStore {
+        &self.content
+    }
+
+    /// The snapshots of one layout.
+    pub fn snapshotter(&self, mode: SnapshotMode) -> Result<Snapshotter, CacheError> {
+        Snapshotter::open(&self.root.join(SNAPSHOTS_DIR), mode)
+    }
+
+    /// Sizes of blobs and snapshots, and what a collection would free; see
+    /// [`gc::disk_usage`]. Read-only, so it does not need the exclusive lock, and its
+    /// answer can be out of date as soon as it is returned.
+    pub fn disk_usage(&self, roots: &GcRoots) -> Result<DiskUsage, CacheError> {
+        gc::disk_usage(self, roots)
+    }
+
+    /// Waits until no other process uses the store, then holds it alone. Collect the
+    /// GC roots (tags, cache index) only after this returns, so none can be added between
+    /// reading them and collecting.
+    pub fn lock_exclusive(self) -> Result<ExclusiveStore, CacheError> {
+        // flock converts the shared lock in place; other holders of a shared lock that
+        // ask for exclusive at the same time cannot deadlock with us, because Linux drops
+        // the shared lock before waiting.
+        self.lock
+            .lock()
+            .map_err(CacheError::io("lock", self.root.join(LOCK_FILE)))?;
+        Ok(ExclusiveStore { store: self })
+    }
+}
+
+/// A store no other process is using: the only place the collector runs.
+#[derive(Debug)]
+pub struct ExclusiveStore {
+    store: Store,
+}
+
+impl ExclusiveStore {
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Removes what `roots` do not keep; see [`gc::collect`].
+    pub fn gc(&self, roots: &GcRoots, options: &GcOptions) -> Result<GcReport, CacheError> {
+        gc::collect(&self.store, roots, options)
+    }
+
+    /// Goes back to sharing the store with other processes.
+    pub fn into_shared(self) -> Result<Store, CacheError> {
+        let store = self.store;
+        store
+            .lock
+            .lock_shared()
+            .map_err(CacheError::io("lock", store.root.join(LOCK_FILE)))?;
+        Ok(store)
+    }
+}
+
+/// Reads the layout version file, or writes it into a fresh root.
+fn check_layout(root: &Path) -> Result<(), CacheError> {
+    let path = root.join(LAYOUT_FILE);
+    match fs::read(&path) {
+        Ok(bytes) => {
+            let layout: Layout =
+                serde_json::from_slice(&bytes).map_err(|source| CacheError::BadMetadata {
+                    path: path.clone(),
+                    source,
+                })?;
+            if layout.layout_version > LAYOUT_VERSION {
+                return Err(CacheError::UnsupportedLayout {
+                    path,
+                    found: layout.layout_version,
+                    supported: LAYOUT_VERSION,
+                });
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let mut temp = tempfile::Builder::new()
+                .prefix(".kiln-layout-")
+                .tempfile_in(root)
+                .map_err(CacheError::io("create a temp file in", root))?;
+            let json = serde_json::to_vec(&Layout {
+                layout_version: LAYOUT_VERSION,
+            })
+            .expect("layout serialises");
+            temp.write_all(&json)
+                .and_then(|()| temp.as_file().sync_all())
+                .map_err(CacheError::io("write", temp.path()))?;
+            temp.persist(&path)
+                .map_err(|e| CacheError::io("rename into place", &path)(e.error))?;
+            scratch::sync_dir(root)
+        }
+        Err(e) => Err(CacheError::io("read", &path)(e)),
+    }
+}

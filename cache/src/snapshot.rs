@@ -1,0 +1,402 @@
+//! The snapshotter: unpacked layer stacks, named by chain ID, read-only once committed.
+//!
+//! Two layouts, because overlayfs is not available everywhere:
+//!
+//! * [`SnapshotMode::Overlay`] — each snapshot holds only its own layer, with whiteouts
+//!   already in overlay form (a 0/0 character device for a deleted path, the
+//!   `trusted.overlay.opaque` xattr on a replaced directory), so a stack is mounted by
+//!   listing the snapshots of its prefixes as lower dirs. A snapshot needs its parent.
+//! * [`SnapshotMode::Copy`] — each snapshot holds the whole stack applied into one
+//!   directory; nothing is shared and nothing depends on a parent.
+//!
+//! A snapshot is built in a scratch directory (see [`crate::scratch`]) holding `fs/` and
+//! `meta.json`, synced, and renamed to `<mode>/<chain hex>`. A rename onto an existing
+//! snapshot fails, so when two processes build the same one, the first rename wins and
+//! the other discards its copy: both get the same snapshot. The modification time of
+//! `meta.json` is the snapshot's last use.
+
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use kiln_image::Digest;
+
+use crate::content::touch;
+use crate::scratch::{self, Swept};
+use crate::{CacheError, ChainId};
+
+const META: &str = "meta.json";
+const FS: &str = "fs";
+const SCRATCH: &str = "tmp";
+
+/// How snapshots are laid out on disk; see the module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SnapshotMode {
+    /// One layer per snapshot, stacked by an overlay mount.
+    Overlay,
+    /// The whole stack copied into each snapshot.
+    Copy,
+}
+
+impl SnapshotMode {
+    /// Every mode, for code that looks at all snapshots (the collector, `du`).
+    pub const ALL: [SnapshotMode; 2] = [SnapshotMode::Overlay, SnapshotMode::Copy];
+
+    /// The folder under `snapshots-v1/` that holds this mode's snapshots.
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            SnapshotMode::Overlay => "overlay",
+            SnapshotMode::Copy => "copy",
+        }
+    }
+}
+
+/// What `meta.json` holds.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Meta {
+    chain_id: ChainId,
+    parent: Option<ChainId>,
+    diff_id: Digest,
+    size: u64,
+}
+
+/// A committed snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    /// Its name: the chain ID of the stack it holds.
+    pub chain_id: ChainId,
+    /// The stack it was built on, if any.
+    pub parent: Option<ChainId>,
+    /// The diff ID of its top layer.
+    pub diff_id: Digest,
+    /// The layout it is in.
+    pub mode: SnapshotMode,
+    /// Bytes it occupies on disk.
+    pub size: u64,
+    /// When it was last prepared or mounted.
+    pub last_used: SystemTime,
+    /// Its read-only file tree.
+    pub fs: PathBuf,
+}
+
+/// A directory in the snapshot store's scratch area, owned by this process and removed
+/// when dropped. Build a tree in it, then hand it to [`Snapshotter::commit_dir`]; being on
+/// the store's filesystem is what lets the commit be a rename.
+#[derive(Debug)]
+pub struct ScratchDir {
+    path: PathBuf,
+    _claim: File,
+}
+
+impl ScratchDir {
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        // Whatever is left after a commit (or of a failed build) is garbage; if removal
+        // fails here, the collector's sweep removes it once this lock is gone.
+        let _ = scratch::remove_any(&self.path);
+    }
+}
+
+/// Snapshots of one mode under a `snapshots-v1/` directory.
+#[derive(Debug, Clone)]
+pub struct Snapshotter {
+    root: PathBuf,
+    mode: SnapshotMode,
+}
+
+impl Snapshotter {
+    /// Opens the snapshots of `mode` in `dir`, creating folders as needed.
+    pub fn open(dir: &Path, mode: SnapshotMode) -> Result<Snapshotter, CacheError> {
+        let s = Snapshotter {
+            root: dir.to_owned(),
+            mode,
+        };
+        for d in [s.mode_dir(), s.root.join(SCRATCH)] {
+            fs::create_dir_all(&d).map_err(CacheError::io("create", &d))?;
+        }
+        Ok(s)
+    }
+
+    /// The layout this snapshotter builds.
+    pub fn mode(&self) -> SnapshotMode {
+        self.mode
+    }
+
+    /// A fresh scratch directory on the store's filesystem (for an overlay upper and
+    /// work dir, or a tree being unpacked).
+    pub fn scratch(&self) -> Result<ScratchDir, CacheError> {
+        let dir = self.root.join(SCRATCH);
+        let path = tempfile::Builder::new()
+            .prefix("snap-")
+            .tempdir_in(&dir)
+            .map_err(CacheError::io("create a scratch dir in", &dir))?
+            .keep();
+        let claim = scratch::claim(&path)?;
+        Ok(ScratchDir {
+            path,
+            _claim: claim,
+        })
+    }
+
+    /// The committed snapshot `chain_id`, if there is one.
+    pub fn get(&self, chain_id: &ChainId) -> Result<Option<SnapshotInfo>, CacheError> {
+        match self.read(&self.dir_of(chain_id))? {
+            Entry::Valid(info) => Ok(Some(info)),
+            Entry::Absent | Entry::Broken => Ok(None),
+        }
+    }
+
+    /// Every committed snapshot of this mode.
+    pub fn list(&self) -> Result<Vec<SnapshotInfo>, CacheError> {
+        Ok(self
+            .entries()?
+            .into_iter()
+            .filter_map(|(_, entry)| match entry {
+                Entry::Valid(info) => Some(info),
+                Entry::Absent | Entry::Broken => None,
+            })
+            .collect())
+    }
+
+    /// The directories to stack for `chain_id`, top first: for overlay, the snapshot and
+    /// its ancestors (the `lowerdir=` list of an overlay mount); for copy, its one tree.
+    /// Marks them used.
+    pub fn lowerdirs(&self, chain_id: &ChainId) -> Result<Vec<PathBuf>, CacheError> {
+        let mut dirs = Vec::new();
+        let mut next = Some(chain_id.clone());
+        while let Some(id) = next {
+            let info = self.get(&id)?.ok_or(CacheError::SnapshotNotFound(id))?;
+            self.mark_used(&info.chain_id)?;
+            dirs.push(info.fs);
+            next = match self.mode {
+                SnapshotMode::Overlay => info.parent,
+                SnapshotMode::Copy => None,
+            };
+        }
+        Ok(dirs)
+    }
+
+    /// Commits an unpacked tree as the snapshot of `diff_id` over `parent`, by renaming
+    /// `dir` into the store: for overlay, `dir` holds the layer alone in overlay form
+    /// (an overlay upper dir); for copy, the whole stack. `dir` must be on the store's
+    /// filesystem, which a directory under [`Snapshotter::scratch`] is. `dir` is consumed:
+    /// on success it has been moved into the store, or removed because the snapshot
+    /// existed already (then the existing one is returned).
+    pub fn commit_dir(
+        &self,
+        parent: Option<&ChainId>,
+        diff_id: &Digest,
+        dir: &Path,
+    ) -> Result<SnapshotInfo, CacheError> {
+        let chain_id = ChainId::of(parent, diff_id);
+        if let Some(info) = self.get(&chain_id)? {
+            self.mark_used(&chain_id)?;
+            scratch::remove_any(dir)?;
+            return Ok(info);
+        }
+        if let Some(parent) = parent
+            && self.mode == SnapshotMode::Overlay
+            && self.get(parent)?.is_none()
+        {
+            return Err(CacheError::SnapshotNotFound(parent.clone()));
+        }
+        let staging = self.scratch()?;
+        let fs_dir = staging.path().join(FS);
+        fs::rename(dir, &fs_dir).map_err(|e| {
+            if e.kind() == io::ErrorKind::CrossesDevices {
+                CacheError::CrossDevice {
+                    path: dir.to_owned(),
+                }
+            } else {
+                CacheError::io("move into a snapshot", dir)(e)
+            }
+        })?;
+        self.install(staging, parent, diff_id)
+    }
+
+    /// Removes a snapshot (not its descendants) and returns the bytes it held. It is
+    /// first renamed into the scratch area, so a crash mid-removal leaves no half
+    /// snapshot behind, only scratch for the next sweep.
+    pub fn remove(&self, chain_id: &ChainId) -> Result<u64, CacheError> {
+        let dir = self.dir_of(chain_id);
+        let size = match self.read(&dir)? {
+            Entry::Valid(info) => info.size,
+            Entry::Broken => scratch::disk_usage(&dir)?,
+            Entry::Absent => return Err(CacheError::SnapshotNotFound(chain_id.clone())),
+        };
+        self.discard(&dir)?;
+        Ok(size)
+    }
+
+    /// Removes mode directory entries that are not valid snapshots (a missing or
+    /// unreadable `meta.json`), returning what they held.
+    pub(crate) fn remove_broken(&self, dry_run: bool) -> Result<Swept, CacheError> {
+        let mut swept = Swept::default();
+        for (dir, entry) in self.entries()? {
+            if matches!(entry, Entry::Broken) {
+                swept.entries += 1;
+                swept.bytes += scratch::disk_usage(&dir)?;
+                if !dry_run {
+                    self.discard(&dir)?;
+                }
+            }
+        }
+        Ok(swept)
+    }
+
+    /// Finds (and unless `dry_run`, removes) scratch directories of dead processes.
+    pub(crate) fn sweep_scratch(&self, dry_run: bool) -> Result<Swept, CacheError> {
+        scratch::sweep(&self.root.join(SCRATCH), dry_run)
+    }
+
+    /// Writes `meta.json` into a staged snapshot (its `fs/` filled), syncs it and renames
+    /// it into place; a snapshot that appeared meanwhile wins and the staged one is
+    /// dropped.
+    fn install(
+        &self,
+        staging: ScratchDir,
+        parent: Option<&ChainId>,
+        diff_id: &Digest,
+    ) -> Result<SnapshotInfo, CacheError> {
+        let chain_id = ChainId::of(parent, diff_id);
+        let meta = Meta {
+            chain_id: chain_id.clone(),
+            parent: parent.cloned(),
+            diff_id: diff_id.clone(),
+            size: scratch::disk_usage(&staging.path().join(FS))?,
+        };
+        let meta_path = staging.path().join(META);
+        let json = serde_json::to_vec_pretty(&meta).expect("snapshot metadata serialises");
+        fs::write(&meta_path, json).map_err(CacheError::io("write", &meta_path))?;
+        // One syncfs flushes the unpacked files and the metadata before the rename makes
+        // them visible as a snapshot.
+        let handle = File::open(staging.path()).map_err(CacheError::io("open", staging.path()))?;
+        rustix::fs::syncfs(&handle)
+            .map_err(|e| CacheError::io("sync", staging.path())(e.into()))?;
+
+        let target = self.dir_of(&chain_id);
+        for _ in 0..2 {
+            match fs::rename(staging.path(), &target) {
+                Ok(()) => {
+                    scratch::sync_dir(&self.mode_dir())?;
+                    return self
+                        .get(&chain_id)?
+                        .ok_or(CacheError::SnapshotNotFound(chain_id));
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::DirectoryNotEmpty | io::ErrorKind::AlreadyExists
+                    ) =>
+                {
+                    match self.read(&target)? {
+                        Entry::Valid(info) => {
+                            self.mark_used(&chain_id)?;
+                            return Ok(info);
+                        }
+                        // Not a snapshot (made by hand or damaged): move it aside and retry.
+                        Entry::Broken => self.discard(&target)?,
+                        Entry::Absent => {}
+                    }
+                }
+                Err(e) => return Err(CacheError::io("rename into place", &target)(e)),
+            }
+        }
+        Err(CacheError::Io {
+            op: "rename into place",
+            path: target,
+            source: io::Error::from(io::ErrorKind::AlreadyExists),
+        })
+    }
+
+    fn mark_used(&self, chain_id: &ChainId) -> Result<(), CacheError> {
+        let meta = self.dir_of(chain_id).join(META);
+        touch(&meta).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => CacheError::SnapshotNotFound(chain_id.clone()),
+            _ => CacheError::io("touch", &meta)(e),
+        })
+    }
+
+    /// Moves `dir` into the scratch area and removes it there.
+    fn discard(&self, dir: &Path) -> Result<(), CacheError> {
+        let trash = self.scratch()?;
+        let dest = trash.path().join("removed");
+        match fs::rename(dir, &dest) {
+            Ok(()) => scratch::sync_dir(&self.mode_dir()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(CacheError::io("move aside", dir)(e)),
+        }?;
+        scratch::remove_any(trash.path())
+    }
+
+    fn entries(&self) -> Result<Vec<(PathBuf, Entry)>, CacheError> {
+        let dir = self.mode_dir();
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(CacheError::io("list", &dir))? {
+            let path = entry.map_err(CacheError::io("list", &dir))?.path();
+            let read = self.read(&path)?;
+            if !matches!(read, Entry::Absent) {
+                out.push((path, read));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    fn read(&self, dir: &Path) -> Result<Entry, CacheError> {
+        let meta_path = dir.join(META);
+        let (bytes, stat) =
+            match fs::read(&meta_path).and_then(|b| Ok((b, fs::metadata(&meta_path)?))) {
+                Ok(read) => read,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Ok(if dir.exists() {
+                        Entry::Broken
+                    } else {
+                        Entry::Absent
+                    });
+                }
+                Err(e) => return Err(CacheError::io("read", &meta_path)(e)),
+            };
+        let Ok(meta) = serde_json::from_slice::<Meta>(&bytes) else {
+            return Ok(Entry::Broken);
+        };
+        if dir.file_name().and_then(|n| n.to_str()) != Some(meta.chain_id.digest().hex()) {
+            return Ok(Entry::Broken);
+        }
+        Ok(Entry::Valid(SnapshotInfo {
+            chain_id: meta.chain_id,
+            parent: meta.parent,
+            diff_id: meta.diff_id,
+            mode: self.mode,
+            size: meta.size,
+            last_used: stat
+                .modified()
+                .map_err(CacheError::io("stat", &meta_path))?,
+            fs: dir.join(FS),
+        }))
+    }
+
+    fn mode_dir(&self) -> PathBuf {
+        self.root.join(self.mode.dir_name())
+    }
+
+    fn dir_of(&self, chain_id: &ChainId) -> PathBuf {
+        self.mode_dir().join(chain_id.digest().hex())
+    }
+}
+
+/// What is at a snapshot's place on disk.
+enum Entry {
+    Absent,
+    /// Something that is not a snapshot: no or unreadable metadata, or a wrong name.
+    Broken,
+    Valid(SnapshotInfo),
+}
