@@ -9,6 +9,7 @@
 
 pub mod chain;
 pub mod content;
+pub mod context;
 mod error;
 pub mod gc;
 pub mod root;
