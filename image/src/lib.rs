@@ -6,11 +6,13 @@
 #![deny(missing_docs)]
 
 pub mod blob;
+pub mod config;
 pub mod digest;
 pub mod platform;
 pub mod reference;
 
 pub use blob::{BlobRead, BlobWrite};
+pub use config::ImageConfig;
 pub use digest::{Digest, DigestError, Digester};
 pub use oci_spec;
 pub use platform::{Platform, PlatformError};
