@@ -23,7 +23,7 @@ use crate::mount::{LinuxMounter, MountError, Mounter, OverlayMount};
 use crate::request::{ExecOutcome, ExecRequest, Rootfs};
 use crate::rootpath;
 use crate::runtime::{Runc, Runtime, RuntimeError};
-use crate::spec::{self, SpecPaths};
+use crate::spec::{self, SpecInputs};
 use crate::stubs::MountStubs;
 use crate::supervise::{Ending, Sinks, TAIL_LINES, Tail, supervise, wait_exit};
 
@@ -39,6 +39,8 @@ const KILL_GRACE: Duration = Duration::from_secs(1);
 pub struct RuncExecutor<M = LinuxMounter, R = Runc> {
     state_dir: PathBuf,
     host_resolv_conf: PathBuf,
+    nofile: u64,
+    grantable_caps: u64,
     mounter: M,
     runtime: R,
 }
@@ -69,6 +71,8 @@ impl<M: Mounter, R: Runtime> RuncExecutor<M, R> {
         RuncExecutor {
             state_dir: state_dir.into(),
             host_resolv_conf: PathBuf::from("/etc/resolv.conf"),
+            nofile: spec::nofile_limit(),
+            grantable_caps: spec::grantable_capabilities(),
             mounter,
             runtime,
         }
@@ -185,7 +189,7 @@ impl<M: Mounter, R: Runtime> Executor for RuncExecutor<M, R> {
         };
         let write =
             |name: &str, contents: String| bundle.write(name, &contents).map_err(bundle_err);
-        let mut paths = SpecPaths {
+        let mut inputs = SpecInputs {
             root: PathBuf::new(),
             hosts: write("hosts", etc_files::hosts(&req.hostname))?,
             hostname: write("hostname", etc_files::hostname(&req.hostname))?,
@@ -193,6 +197,8 @@ impl<M: Mounter, R: Runtime> Executor for RuncExecutor<M, R> {
                 "resolv.conf",
                 etc_files::resolv_conf(&host_resolv, req.network),
             )?,
+            nofile: self.nofile,
+            grantable_caps: self.grantable_caps,
         };
 
         let mount = match &req.rootfs {
@@ -217,29 +223,29 @@ impl<M: Mounter, R: Runtime> Executor for RuncExecutor<M, R> {
             }
             Rootfs::Dir(_) => None,
         };
-        paths.root = match (&mount, &req.rootfs) {
+        inputs.root = match (&mount, &req.rootfs) {
             (Some(mount), _) => mount.target.clone(),
             (None, rootfs) => rootfs.changes_dir().to_owned(),
         };
         let rootfs_err = |source| ExecError::Rootfs {
-            path: paths.root.clone(),
+            path: inputs.root.clone(),
             source,
         };
-        rootpath::create_dir_all(&paths.root, &req.cwd).map_err(rootfs_err)?;
+        rootpath::create_dir_all(&inputs.root, &req.cwd).map_err(rootfs_err)?;
 
         let config = bundle.path("config.json");
         let spec_err = |source| ExecError::Spec {
             path: config.clone(),
             source,
         };
-        let spec = spec::runtime_spec(&req, &paths).map_err(spec_err)?;
+        let spec = spec::runtime_spec(&req, &inputs).map_err(spec_err)?;
         let destinations = spec
             .mounts()
             .iter()
             .flatten()
             .map(|m| m.destination().as_path());
         let stubs = MountStubs::record(
-            &paths.root,
+            &inputs.root,
             destinations,
             mount
                 .as_ref()

@@ -42,7 +42,7 @@ pub const DEFAULT_CAPABILITIES: [Capability; 14] = [
 ];
 
 /// Every capability Linux defines (up to `CAP_CHECKPOINT_RESTORE`, Linux 5.9), for
-/// insecure steps.
+/// insecure steps; index `i` is capability number `i`.
 const ALL_CAPABILITIES: [Capability; 41] = [
     Capability::Chown,
     Capability::DacOverride,
@@ -114,9 +114,27 @@ const READONLY_PATHS: [&str; 5] = [
 /// Open files limit, soft and hard, as Docker's daemon sets it.
 const NOFILE_LIMIT: u64 = 1_048_576;
 
-/// Where the bundle keeps what the spec refers to.
+/// The open files limit a step gets: Docker's, lowered to what this process may grant.
+/// Raising a hard limit needs `CAP_SYS_RESOURCE` (and stays under `fs.nr_open`); a
+/// process without it (kiln inside a confined container) can pass on its own limit.
+pub(crate) fn nofile_limit() -> u64 {
+    let can_raise = rustix::thread::capabilities(None).is_ok_and(|caps| {
+        caps.effective
+            .contains(rustix::thread::CapabilitySet::SYS_RESOURCE)
+    });
+    let ceiling = if can_raise {
+        std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    } else {
+        rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum
+    };
+    ceiling.map_or(NOFILE_LIMIT, |c| c.min(NOFILE_LIMIT))
+}
+
+/// What the spec refers to outside the request: bundle files and host limits.
 #[derive(Debug, Clone)]
-pub(crate) struct SpecPaths {
+pub(crate) struct SpecInputs {
     /// The rootfs as the runtime sees it (the overlay mount point or the plain dir).
     pub root: PathBuf,
     /// The generated `/etc/hosts`.
@@ -125,16 +143,30 @@ pub(crate) struct SpecPaths {
     pub hostname: PathBuf,
     /// The generated `/etc/resolv.conf`.
     pub resolv_conf: PathBuf,
+    /// `RLIMIT_NOFILE`, soft and hard.
+    pub nofile: u64,
+    /// Bit mask of the capabilities this process holds and so can pass on; a step
+    /// never gets one outside it (runc would refuse to start).
+    pub grantable_caps: u64,
+}
+
+/// The capabilities this process may pass on to a container: its permitted set.
+pub(crate) fn grantable_capabilities() -> u64 {
+    rustix::thread::capabilities(None).map_or(u64::MAX, |caps| caps.permitted.bits())
 }
 
 /// The runtime spec for `req`.
-pub(crate) fn runtime_spec(req: &ExecRequest, paths: &SpecPaths) -> Result<Spec, OciSpecError> {
+pub(crate) fn runtime_spec(req: &ExecRequest, inputs: &SpecInputs) -> Result<Spec, OciSpecError> {
     let insecure = req.security == SecurityMode::Insecure;
-    let caps: Capabilities = if insecure {
-        ALL_CAPABILITIES.into_iter().collect()
-    } else {
-        DEFAULT_CAPABILITIES.into_iter().collect()
-    };
+    let caps: Capabilities = ALL_CAPABILITIES
+        .into_iter()
+        .enumerate()
+        .filter(|(bit, cap)| {
+            inputs.grantable_caps & (1 << bit) != 0
+                && (insecure || DEFAULT_CAPABILITIES.contains(cap))
+        })
+        .map(|(_, cap)| cap)
+        .collect();
     let capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(caps.clone())
         .effective(caps.clone())
@@ -157,8 +189,8 @@ pub(crate) fn runtime_spec(req: &ExecRequest, paths: &SpecPaths) -> Result<Spec,
         .rlimits(vec![
             PosixRlimitBuilder::default()
                 .typ(PosixRlimitType::RlimitNofile)
-                .soft(NOFILE_LIMIT)
-                .hard(NOFILE_LIMIT)
+                .soft(inputs.nofile)
+                .hard(inputs.nofile)
                 .build()?,
         ])
         .no_new_privileges(false)
@@ -201,13 +233,13 @@ pub(crate) fn runtime_spec(req: &ExecRequest, paths: &SpecPaths) -> Result<Spec,
         .version("1.0.2")
         .root(
             RootBuilder::default()
-                .path(paths.root.clone())
+                .path(inputs.root.clone())
                 .readonly(false)
                 .build()?,
         )
         .hostname(req.hostname.clone())
         .process(process)
-        .mounts(mounts(req, paths, insecure)?)
+        .mounts(mounts(req, inputs, insecure)?)
         .linux(linux.build()?)
         .build()
 }
@@ -223,7 +255,7 @@ fn environment(env: &[(String, String)]) -> Vec<String> {
 
 fn mounts(
     req: &ExecRequest,
-    paths: &SpecPaths,
+    inputs: &SpecInputs,
     insecure: bool,
 ) -> Result<Vec<OciMount>, OciSpecError> {
     let ro_unless_insecure = |options: &[&'static str]| -> Vec<&'static str> {
@@ -278,9 +310,9 @@ fn mounts(
             "cgroup",
             &ro_unless_insecure(&["nosuid", "noexec", "nodev", "relatime"]),
         )?,
-        bind_mount("/etc/hosts", &paths.hosts, true)?,
-        bind_mount("/etc/hostname", &paths.hostname, true)?,
-        bind_mount("/etc/resolv.conf", &paths.resolv_conf, true)?,
+        bind_mount("/etc/hosts", &inputs.hosts, true)?,
+        bind_mount("/etc/hostname", &inputs.hostname, true)?,
+        bind_mount("/etc/resolv.conf", &inputs.resolv_conf, true)?,
     ];
     for mount in &req.mounts {
         out.push(match &mount.kind {
@@ -342,12 +374,14 @@ mod tests {
     use crate::request::{Mount, Rootfs, User};
     use std::collections::HashSet;
 
-    fn paths() -> SpecPaths {
-        SpecPaths {
+    fn inputs() -> SpecInputs {
+        SpecInputs {
             root: "/b/rootfs".into(),
             hosts: "/b/hosts".into(),
             hostname: "/b/hostname".into(),
             resolv_conf: "/b/resolv.conf".into(),
+            nofile: NOFILE_LIMIT,
+            grantable_caps: u64::MAX,
         }
     }
 
@@ -397,7 +431,7 @@ mod tests {
                 gid: 100,
                 additional_gids: vec![5, 7],
             });
-        let spec = runtime_spec(&req, &paths()).unwrap();
+        let spec = runtime_spec(&req, &inputs()).unwrap();
         let process = spec.process().as_ref().unwrap();
         assert_eq!(process.args().as_ref().unwrap(), &req.args);
         assert_eq!(
@@ -425,9 +459,40 @@ mod tests {
     }
 
     #[test]
+    fn the_nofile_limit_is_dockers_at_most() {
+        let limit = nofile_limit();
+        assert!(limit > 0 && limit <= NOFILE_LIMIT);
+    }
+
+    #[test]
+    fn capabilities_this_process_lacks_are_not_granted() {
+        let sys_admin = 1 << 21;
+        let setuid = 1 << 7;
+        let limited = SpecInputs {
+            grantable_caps: sys_admin | setuid,
+            ..inputs()
+        };
+        for security in [SecurityMode::Sandbox, SecurityMode::Insecure] {
+            let spec = runtime_spec(&request().with_security(security), &limited).unwrap();
+            let caps = spec
+                .process()
+                .as_ref()
+                .unwrap()
+                .capabilities()
+                .as_ref()
+                .unwrap();
+            let mut want: Capabilities = [Capability::Setuid].into();
+            if security == SecurityMode::Insecure {
+                want.insert(Capability::SysAdmin);
+            }
+            assert_eq!(caps.effective().as_ref(), Some(&want), "{security:?}");
+        }
+    }
+
+    #[test]
     fn a_path_in_the_request_is_kept() {
         let req = request().with_env(vec![("PATH".into(), "/opt/bin".into())]);
-        let spec = runtime_spec(&req, &paths()).unwrap();
+        let spec = runtime_spec(&req, &inputs()).unwrap();
         let env = spec.process().as_ref().unwrap().env().clone().unwrap();
         assert_eq!(env, vec!["PATH=/opt/bin".to_owned()]);
     }
@@ -442,10 +507,10 @@ mod tests {
         ]
         .into();
         for mode in [NetworkMode::Sandbox, NetworkMode::Host] {
-            let spec = runtime_spec(&request().with_network(mode), &paths()).unwrap();
+            let spec = runtime_spec(&request().with_network(mode), &inputs()).unwrap();
             assert_eq!(namespaces(&spec), base, "{mode:?}");
         }
-        let spec = runtime_spec(&request().with_network(NetworkMode::None), &paths()).unwrap();
+        let spec = runtime_spec(&request().with_network(NetworkMode::None), &inputs()).unwrap();
         let mut with_net = base.clone();
         with_net.insert(LinuxNamespaceType::Network);
         assert_eq!(namespaces(&spec), with_net);
@@ -453,7 +518,7 @@ mod tests {
 
     #[test]
     fn etc_files_are_read_only_binds_from_the_bundle() {
-        let spec = runtime_spec(&request(), &paths()).unwrap();
+        let spec = runtime_spec(&request(), &inputs()).unwrap();
         for (dest, src) in [
             ("/etc/hosts", "/b/hosts"),
             ("/etc/hostname", "/b/hostname"),
@@ -470,7 +535,7 @@ mod tests {
 
     #[test]
     fn standard_mounts_come_first_and_sys_is_read_only() {
-        let spec = runtime_spec(&request(), &paths()).unwrap();
+        let spec = runtime_spec(&request(), &inputs()).unwrap();
         let dests: Vec<_> = spec
             .mounts()
             .as_ref()
@@ -514,7 +579,7 @@ mod tests {
     #[test]
     fn insecure_lifts_the_confinement() {
         let spec =
-            runtime_spec(&request().with_security(SecurityMode::Insecure), &paths()).unwrap();
+            runtime_spec(&request().with_security(SecurityMode::Insecure), &inputs()).unwrap();
         let caps = spec
             .process()
             .as_ref()
@@ -563,7 +628,7 @@ mod tests {
                     size: Some(1 << 20),
                 },
             });
-        let spec = runtime_spec(&req, &paths()).unwrap();
+        let spec = runtime_spec(&req, &inputs()).unwrap();
         let all = spec.mounts().as_ref().unwrap();
         let tail: Vec<_> = all[all.len() - 3..].iter().collect();
         assert_eq!(tail[0].destination(), Path::new("/src"));
@@ -575,7 +640,7 @@ mod tests {
 
     #[test]
     fn config_json_round_trips() {
-        let spec = runtime_spec(&request(), &paths()).unwrap();
+        let spec = runtime_spec(&request(), &inputs()).unwrap();
         let json = serde_json::to_string(&spec).unwrap();
         assert!(json.contains("\"CAP_NET_BIND_SERVICE\""));
         let back: Spec = serde_json::from_str(&json).unwrap();
