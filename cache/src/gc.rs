@@ -348,7 +348,7 @@ struct Reach {
 }
 
 /// How a digest was reached, which says whether to look inside it.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
     /// A root or an index entry: a manifest or index if it parses as one.
     Sniff,
@@ -430,4 +430,45 @@ fn children(digest: &Digest, bytes: &[u8]) -> Result<Vec<(Digest, Role)>, CacheE
         .into_iter()
         .filter_map(|(d, role)| Some((Digest::try_from(d).ok()?, role)))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desc(d: &Digest) -> serde_json::Value {
+        serde_json::json!({ "mediaType": "application/octet-stream", "digest": d.to_string(), "size": 1 })
+    }
+
+    #[test]
+    fn children_follow_indexes_and_manifests_only() {
+        let (a, b, c) = (Digest::of(b"a"), Digest::of(b"b"), Digest::of(b"c"));
+        let me = Digest::of(b"me");
+        let index = serde_json::json!({ "schemaVersion": 2, "manifests": [desc(&a), desc(&b)] });
+        let got = children(&me, &serde_json::to_vec(&index).unwrap()).unwrap();
+        assert_eq!(
+            got,
+            vec![(a.clone(), Role::Sniff), (b.clone(), Role::Sniff)]
+        );
+
+        let manifest = serde_json::json!({ "schemaVersion": 2, "config": desc(&a), "layers": [desc(&b), desc(&c)] });
+        let got = children(&me, &serde_json::to_vec(&manifest).unwrap()).unwrap();
+        assert_eq!(
+            got,
+            vec![(a, Role::Config), (b, Role::Layer), (c, Role::Layer)]
+        );
+
+        for leaf in [
+            &b"\x1f\x8b\x08binary"[..],
+            b"[1, 2]",
+            br#"{"architecture": "amd64"}"#,
+            b"",
+        ] {
+            assert!(children(&me, leaf).unwrap().is_empty());
+        }
+        let broken = br#"{"schemaVersion": 2, "manifests": "nope"}"#;
+        assert!(
+            matches!(children(&me, broken), Err(CacheError::BadManifest { digest, .. }) if digest == me)
+        );
+    }
 }

@@ -112,3 +112,48 @@ pub(crate) fn disk_usage(path: &Path) -> Result<u64, CacheError> {
     }
     Ok(total)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sweep_takes_unclaimed_entries_and_leaves_claimed_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("live");
+        fs::create_dir(&live).unwrap();
+        let _claim = claim(&live).unwrap();
+        fs::write(dir.path().join("dead-file"), [0u8; 10_000]).unwrap();
+        fs::create_dir_all(dir.path().join("dead-dir/sub")).unwrap();
+        fs::write(dir.path().join("dead-dir/sub/f"), b"x").unwrap();
+
+        let found = sweep(dir.path(), true).unwrap();
+        assert_eq!(found.entries, 2);
+        assert!(found.bytes >= 10_000);
+        assert!(
+            dir.path().join("dead-file").exists(),
+            "a dry run removes nothing"
+        );
+
+        assert_eq!(sweep(dir.path(), false).unwrap(), found);
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["live"]);
+        assert_eq!(
+            sweep(&dir.path().join("absent"), false).unwrap(),
+            Swept::default()
+        );
+    }
+
+    #[test]
+    fn disk_usage_counts_hard_links_once() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a"), [1u8; 64 * 1024]).unwrap();
+        let one = disk_usage(dir.path()).unwrap();
+        fs::hard_link(dir.path().join("a"), dir.path().join("b")).unwrap();
+        assert_eq!(disk_usage(dir.path()).unwrap(), one);
+        assert!(one >= 64 * 1024);
+    }
+}
