@@ -1,0 +1,281 @@
+//! The cache index: which result a cache key stands for.
+//!
+//! A record maps a step's cache key to the filesystem it produced, as the chain of
+//! layers (bottom first) whose blobs are in the content store. Records are small and
+//! chains are short, so each record holds its whole chain: a hit needs one lookup.
+//!
+//! The index is one `redb` file (`index-v1.redb`). A redb database can be open in one
+//! process at a time, so the index is opened for each operation and closed at once;
+//! a process that finds it open elsewhere waits and retries. redb commits are atomic
+//! and durable, so a process killed at any moment leaves the index as of its last
+//! commit.
+
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use kiln_image::Digest;
+use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records-v1");
+
+/// How long to wait for another process to close the index before giving up.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One layer of a cached result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerRecord {
+    /// Digest of the uncompressed tar.
+    pub diff_id: Digest,
+    /// Digest of the blob as stored.
+    pub blob: Digest,
+    /// Size of the blob in bytes.
+    pub size: u64,
+    /// Media type of the blob.
+    pub media_type: String,
+}
+
+/// What a cache key stands for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheRecord {
+    /// The layers of the result, bottom first.
+    pub layers: Vec<LayerRecord>,
+    /// When the record was written (seconds since the epoch).
+    pub created: i64,
+}
+
+/// Why the index could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    /// The database failed.
+    #[error("cache index {path}")]
+    Database {
+        /// The index file.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: redb::Error,
+    },
+    /// Another process kept the index open for too long.
+    #[error("cache index {path} stayed locked by another kiln process for {waited:?}")]
+    Busy {
+        /// The index file.
+        path: PathBuf,
+        /// How long this process waited.
+        waited: Duration,
+    },
+    /// A record could not be decoded.
+    #[error("cache index {path}: record for {key} is unreadable")]
+    BadRecord {
+        /// The index file.
+        path: PathBuf,
+        /// The key whose record is bad.
+        key: String,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// The cache index file.
+#[derive(Clone, Debug)]
+pub struct CacheIndex {
+    path: PathBuf,
+}
+
+impl CacheIndex {
+    /// The index kept in `path` (created on first write).
+    pub fn new(path: impl Into<PathBuf>) -> CacheIndex {
+        CacheIndex { path: path.into() }
+    }
+
+    /// Where the index lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The record for `key`, if any.
+    pub fn get(&self, key: &Digest) -> Result<Option<CacheRecord>, IndexError> {
+        if !self.path.exists() {
+            return Ok(None);
+        }
+        let key = key.to_string();
+        let bytes = self.with_db(|db| {
+            let txn = db.begin_read()?;
+            let table = match txn.open_table(RECORDS) {
+                Ok(table) => table,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            Ok(table.get(key.as_str())?.map(|v| v.value().to_vec()))
+        })?;
+        bytes.map(|b| self.decode(&key, &b)).transpose()
+    }
+
+    /// Records `key` → `record`, replacing an earlier record.
+    pub fn put(&self, key: &Digest, record: &CacheRecord) -> Result<(), IndexError> {
+        let key = key.to_string();
+        let bytes = serde_json::to_vec(record).expect("records serialise");
+        self.with_db(|db| {
+            let txn = db.begin_write()?;
+            txn.open_table(RECORDS)?
+                .insert(key.as_str(), bytes.as_slice())?;
+            txn.commit()?;
+            Ok(())
+        })
+    }
+
+    /// Removes the records of `keys`; absent keys are ignored.
+    pub fn remove<'a>(&self, keys: impl IntoIterator<Item = &'a Digest>) -> Result<(), IndexError> {
+        let keys: Vec<String> = keys.into_iter().map(Digest::to_string).collect();
+        if keys.is_empty() || !self.path.exists() {
+            return Ok(());
+        }
+        self.with_db(|db| {
+            let txn = db.begin_write()?;
+            {
+                let mut table = txn.open_table(RECORDS)?;
+                for key in &keys {
+                    table.remove(key.as_str())?;
+                }
+            }
+            txn.commit()?;
+            Ok(())
+        })
+    }
+
+    /// Every record, for garbage collection (records keep their layers alive).
+    pub fn all(&self) -> Result<Vec<(Digest, CacheRecord)>, IndexError> {
+        if !self.path.exists() {
+            return Ok(Vec::new());
+        }
+        let raw = self.with_db(|db| {
+            let txn = db.begin_read()?;
+            let table = match txn.open_table(RECORDS) {
+                Ok(table) => table,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(e.into()),
+            };
+            let mut out = Vec::new();
+            for entry in table.iter()? {
+                let (k, v) = entry?;
+                out.push((k.value().to_owned(), v.value().to_vec()));
+            }
+            Ok(out)
+        })?;
+        let mut records = Vec::with_capacity(raw.len());
+        for (key, bytes) in raw {
+            // Keys were written from digests; one that does not parse is skipped
+            // rather than failing every GC run.
+            let Ok(digest) = key.parse::<Digest>() else {
+                continue;
+            };
+            records.push((digest, self.decode(&key, &bytes)?));
+        }
+        Ok(records)
+    }
+
+    fn decode(&self, key: &str, bytes: &[u8]) -> Result<CacheRecord, IndexError> {
+        serde_json::from_slice(bytes).map_err(|source| IndexError::BadRecord {
+            path: self.path.clone(),
+            key: key.to_owned(),
+            source,
+        })
+    }
+
+    /// Opens the database (waiting while another process has it), runs `f`, closes it.
+    fn with_db<T>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, redb::Error>,
+    ) -> Result<T, IndexError> {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(2);
+        let db = loop {
+            match Database::create(&self.path) {
+                Ok(db) => break db,
+                Err(DatabaseError::DatabaseAlreadyOpen) => {
+                    let waited = started.elapsed();
+                    if waited > OPEN_TIMEOUT {
+                        return Err(IndexError::Busy {
+                            path: self.path.clone(),
+                            waited,
+                        });
+                    }
+                    thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                Err(e) => return Err(self.db_error(e.into())),
+            }
+        };
+        f(&db).map_err(|e| self.db_error(e))
+    }
+
+    fn db_error(&self, source: redb::Error) -> IndexError {
+        IndexError::Database {
+            path: self.path.clone(),
+            source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn record(n: u8) -> CacheRecord {
+        CacheRecord {
+            layers: vec![LayerRecord {
+                diff_id: Digest::of(&[n]),
+                blob: Digest::of(&[n, n]),
+                size: n as u64,
+                media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+            }],
+            created: 1,
+        }
+    }
+
+    #[test]
+    fn put_get_remove_and_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = CacheIndex::new(dir.path().join("index-v1.redb"));
+        let (a, b) = (Digest::of(b"a"), Digest::of(b"b"));
+        assert_eq!(
+            index.get(&a).unwrap(),
+            None,
+            "a missing file is an empty index"
+        );
+        index.put(&a, &record(1)).unwrap();
+        index.put(&b, &record(2)).unwrap();
+        assert_eq!(index.get(&a).unwrap(), Some(record(1)));
+        index.put(&a, &record(3)).unwrap();
+        assert_eq!(index.get(&a).unwrap(), Some(record(3)));
+        assert_eq!(index.all().unwrap().len(), 2);
+        index.remove([&a]).unwrap();
+        assert_eq!(index.get(&a).unwrap(), None);
+        assert_eq!(index.all().unwrap(), vec![(b, record(2))]);
+    }
+
+    #[test]
+    fn many_writers_at_once_all_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Arc::new(CacheIndex::new(dir.path().join("index-v1.redb")));
+        let threads: Vec<_> = (0..8u8)
+            .map(|n| {
+                let index = Arc::clone(&index);
+                thread::spawn(move || {
+                    for i in 0..10u8 {
+                        index.put(&Digest::of(&[n, i]), &record(n)).unwrap();
+                        assert!(index.get(&Digest::of(&[n, i])).unwrap().is_some());
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(index.all().unwrap().len(), 80);
+    }
+}
