@@ -3,8 +3,8 @@
 //! A blob's path is a function of its digest alone (`blobs/sha256/<hex>`), so readers
 //! need no index and no lock: a file there is complete, because it only gets there by a
 //! rename after its bytes were hashed, checked and synced. Writers stream into a temp
-//! file under `ingest/` that they hold an exclusive lock on; see [`crate::scratch`] for
-//! how the collector tells an abandoned one. Two writers of the same blob both succeed:
+//! file under `ingest/` that they hold an exclusive lock on; see `docs/storage.md`
+//! for how the collector tells an abandoned one. Two writers of the same blob both succeed:
 //! identical bytes may replace each other.
 //!
 //! A blob's modification time is its last use, which the collector's keep-storage

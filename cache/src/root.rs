@@ -84,8 +84,8 @@ impl Store {
         Snapshotter::open(&self.root.join(SNAPSHOTS_DIR), mode)
     }
 
-    /// Sizes of blobs and snapshots, and what a collection would free; see
-    /// [`gc::disk_usage`]. Read-only, so it does not need the exclusive lock, and its
+    /// Sizes of blobs and snapshots, and what a collection would free; see the
+    /// [`gc`] module. Read-only, so it does not need the exclusive lock, and its
     /// answer can be out of date as soon as it is returned.
     pub fn disk_usage(&self, roots: &GcRoots) -> Result<DiskUsage, CacheError> {
         gc::disk_usage(self, roots)
@@ -117,7 +117,8 @@ impl ExclusiveStore {
         &self.store
     }
 
-    /// Removes what `roots` do not keep; see [`gc::collect`].
+    /// Removes what `roots` do not keep; see the [`gc`] module for what
+    /// is kept.
     pub fn gc(&self, roots: &GcRoots, options: &GcOptions) -> Result<GcReport, CacheError> {
         gc::collect(&self.store, roots, options)
     }
