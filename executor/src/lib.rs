@@ -28,6 +28,21 @@
 //! `--network=host` means. [`NetworkMode::None`] gets a fresh network namespace with only
 //! the loopback interface up and a `resolv.conf` without nameservers.
 //!
+//! # Confinement, and where it differs from Docker
+//!
+//! A step gets Docker's capability set, masked and read-only `/proc` paths, read-only
+//! `/sys` and cgroup tree, runc's default device nodes and `RLIMIT_NOFILE` 1048576. A
+//! step never gets more than kiln itself holds: capabilities outside kiln's permitted
+//! set are dropped and the open-files limit is lowered to kiln's own hard limit when it
+//! lacks `CAP_SYS_RESOURCE` (as when kiln itself runs in a container); otherwise runc
+//! would refuse to start. Not applied (yet): Docker's seccomp profile and AppArmor
+//! profile. Insecure steps get every capability kiln holds and no masking, but not the
+//! host's device nodes.
+//!
+//! The rootfs overlay is one `mount(2)` call, whose options must fit in a page: around
+//! twenty lower dirs with long paths is the limit, beyond which
+//! [`MountError::OptionsTooLong`] says so.
+//!
 //! # State on disk
 //!
 //! A [`RuncExecutor`] owns one state directory: `runc/` is runc's `--root`, and

@@ -698,6 +698,22 @@ mod tests {
     }
 
     #[test]
+    fn a_panic_while_the_container_runs_still_cleans_up() {
+        let fx = fixture();
+        let req = fx
+            .request("echo boom; sleep 100")
+            .with_output(|_: OutputStream, _: &[u8]| panic!("sink failed"));
+        let start = Instant::now();
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fx.exec.run(req)));
+        assert!(caught.is_err());
+        assert!(start.elapsed() < Duration::from_secs(5));
+        let id = fx.run_id();
+        assert!(fx.calls().contains(&Call::Kill(id.clone())));
+        assert!(fx.calls().contains(&Call::Delete(id)));
+        fx.assert_clean();
+    }
+
+    #[test]
     fn a_runtime_that_cannot_start_still_unmounts_and_removes_the_bundle() {
         let fx = fixture_with(
             RecordingMounter::default(),

@@ -17,11 +17,14 @@ fn interfaces(proc_net_dev: &str) -> Vec<String> {
 fn no_network_has_only_loopback_and_no_nameservers() {
     let ctx = TestContext::new();
     let out = ctx.stdout_of(
-        ctx.request("cat /proc/net/dev; echo ---; cat /etc/resolv.conf")
+        ctx.request("cat /proc/net/dev; echo ---; cat /sys/class/net/lo/flags /etc/resolv.conf")
             .with_network(NetworkMode::None),
     );
     let (dev, resolv) = out.split_once("---\n").unwrap();
     assert_eq!(interfaces(dev), ["lo"]);
+    let (flags, resolv) = resolv.split_once('\n').unwrap();
+    let flags = u32::from_str_radix(flags.trim_start_matches("0x"), 16).unwrap();
+    assert_eq!(flags & 1, 1, "loopback is not up: {flags:#x}");
     assert!(!resolv.contains("nameserver"), "{resolv}");
 }
 
