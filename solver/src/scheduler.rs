@@ -45,9 +45,11 @@ pub trait Worker: Send + Sync + 'static {
         key: &CacheKey,
     ) -> impl Future<Output = Result<Option<Self::Ref>, Self::Error>> + Send;
 
-    /// Runs a step over its solved inputs and records the result under `key`.
+    /// Runs a step over its solved inputs and records the result under `key`. `id`
+    /// identifies the step in progress events, so output can be shown beside it.
     fn execute(
         &self,
+        id: VertexId,
         vertex: &Vertex,
         key: &CacheKey,
         inputs: Vec<Self::Ref>,

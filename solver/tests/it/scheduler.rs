@@ -50,6 +50,7 @@ impl Worker for FakeWorker {
 
     async fn execute(
         &self,
+        _id: VertexId,
         vertex: &Vertex,
         key: &CacheKey,
         inputs: Vec<String>,
