@@ -297,7 +297,10 @@ async fn solve_one<W: Worker>(
     emit(StepStatus::Started);
     let started = Instant::now();
     let results = inputs.into_iter().map(|i| i.result).collect();
-    let result = worker.execute(vertex, &key, results).await.map_err(fail)?;
+    let result = worker
+        .execute(id, vertex, &key, results)
+        .await
+        .map_err(fail)?;
     emit(StepStatus::Done {
         duration: started.elapsed(),
     });
