@@ -248,11 +248,7 @@ pub fn parse_syntax(src: &str) -> Result<SyntaxTree, ParseError> {
         tree.nodes.push(node);
     }
     if tree.nodes.is_empty() {
-        let end = src.len();
-        return Err(ParseError::new(
-            ErrorKind::NoInstructions,
-            index.span(end, end),
-        ));
+        return Err(ParseError::new(ErrorKind::NoInstructions, index.span(0, 0)));
     }
     Ok(tree)
 }

@@ -1,0 +1,4 @@
+//! Tests of the Dockerfile parser as a whole, one module per area.
+
+mod golden;
+mod props;
