@@ -8,12 +8,15 @@
 pub mod blob;
 pub mod config;
 pub mod digest;
+pub mod layer;
+pub mod media_type;
 pub mod platform;
 pub mod reference;
 
 pub use blob::{BlobRead, BlobWrite};
 pub use config::ImageConfig;
 pub use digest::{Digest, DigestError, Digester};
+pub use layer::{Compression, LayerDescriptor, LayerError};
 pub use oci_spec;
 pub use platform::{Platform, PlatformError};
 pub use reference::{ImageRef, RefError};
