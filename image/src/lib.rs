@@ -12,6 +12,7 @@ pub mod layer;
 pub mod media_type;
 pub mod platform;
 pub mod reference;
+pub mod store;
 
 pub use blob::{BlobRead, BlobWrite};
 pub use config::ImageConfig;
@@ -20,3 +21,4 @@ pub use layer::{Compression, LayerDescriptor, LayerError};
 pub use oci_spec;
 pub use platform::{Platform, PlatformError};
 pub use reference::{ImageRef, RefError};
+pub use store::{ImageStore, StoreError};
