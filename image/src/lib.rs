@@ -5,6 +5,7 @@
 //! and used directly; this crate adds the validated newtypes and the operations on them.
 #![deny(missing_docs)]
 
+pub mod archive;
 pub mod blob;
 pub mod config;
 pub mod digest;
