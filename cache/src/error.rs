@@ -79,6 +79,31 @@ pub enum CacheError {
         /// The directory that was to be committed.
         path: PathBuf,
     },
+    /// A layer blob unpacks to a tar whose digest is not the diff ID the image promised.
+    #[error("layer {blob} unpacks to diff ID {actual}, but {expected} was expected")]
+    DiffIdMismatch {
+        /// The layer blob.
+        blob: Digest,
+        /// The diff ID the image config names.
+        expected: Digest,
+        /// The digest of the uncompressed tar.
+        actual: Digest,
+    },
+    /// A snapshot of no layers was asked for; an empty root filesystem is an empty
+    /// directory, not a snapshot.
+    #[error("a snapshot needs at least one layer")]
+    NoLayers,
+    /// A layer could not be unpacked into a snapshot.
+    #[error("cannot unpack layer {blob} into snapshot {chain_id}")]
+    Unpack {
+        /// The layer blob.
+        blob: Digest,
+        /// The snapshot being built.
+        chain_id: ChainId,
+        /// What the layer applier reported.
+        #[source]
+        source: Box<kiln_image::layer::LayerError>,
+    },
 }
 
 impl CacheError {
@@ -101,10 +126,14 @@ impl From<CacheError> for io::Error {
                 io::ErrorKind::NotFound
             }
             CacheError::DigestMismatch { .. }
+            | CacheError::DiffIdMismatch { .. }
             | CacheError::BadMetadata { .. }
-            | CacheError::BadManifest { .. } => io::ErrorKind::InvalidData,
+            | CacheError::BadManifest { .. }
+            | CacheError::Unpack { .. } => io::ErrorKind::InvalidData,
             CacheError::Io { source, .. } => source.kind(),
-            _ => io::ErrorKind::Other,
+            CacheError::UnsupportedLayout { .. } => io::ErrorKind::Unsupported,
+            CacheError::CrossDevice { .. } => io::ErrorKind::CrossesDevices,
+            CacheError::NoLayers => io::ErrorKind::InvalidInput,
         };
         io::Error::new(kind, err)
     }

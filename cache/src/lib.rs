@@ -24,4 +24,4 @@ pub use gc::{DiskUsage, GcOptions, GcReport, GcRoots};
 pub use index::{CacheIndex, CacheRecord, IndexError, LayerRecord};
 pub use root::{ExclusiveStore, Store};
 pub use scratch::Swept;
-pub use snapshot::{ScratchDir, SnapshotInfo, SnapshotMode, Snapshotter};
+pub use snapshot::{LayerRef, ScratchDir, SnapshotInfo, SnapshotMode, Snapshotter};

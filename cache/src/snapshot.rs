@@ -9,7 +9,7 @@
 //! * [`SnapshotMode::Copy`] — each snapshot holds the whole stack applied into one
 //!   directory; nothing is shared and nothing depends on a parent.
 //!
-//! A snapshot is built in a scratch directory (see [`crate::scratch`]) holding `fs/` and
+//! A snapshot is built in a scratch directory (see `docs/storage.md`) holding `fs/` and
 //! `meta.json`, synced, and renamed to `<mode>/<chain hex>`. A rename onto an existing
 //! snapshot fails, so when two processes build the same one, the first rename wins and
 //! the other discards its copy: both get the same snapshot. The modification time of
@@ -21,10 +21,11 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use kiln_image::Digest;
+use kiln_image::layer::{ApplyOptions, WhiteoutMode, apply_layer};
 
 use crate::content::touch;
 use crate::scratch::{self, Swept};
-use crate::{CacheError, ChainId};
+use crate::{CacheError, ChainId, ContentStore};
 
 const META: &str = "meta.json";
 const FS: &str = "fs";
@@ -60,6 +61,16 @@ struct Meta {
     parent: Option<ChainId>,
     diff_id: Digest,
     size: u64,
+}
+
+/// A layer as the snapshotter unpacks it: the blob holding its (possibly compressed)
+/// tar, and the diff ID the image config promises for the uncompressed tar.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerRef {
+    /// The layer blob in the content store.
+    pub blob: Digest,
+    /// The digest of the uncompressed tar; checked while unpacking.
+    pub diff_id: Digest,
 }
 
 /// A committed snapshot.
@@ -166,6 +177,52 @@ impl Snapshotter {
             .collect())
     }
 
+    /// Makes sure the snapshot of the whole stack `layers` (bottom first) exists,
+    /// unpacking from the content store what is missing, and returns it. For overlay,
+    /// that is one snapshot per missing prefix, each built on its parent; for copy, one
+    /// tree with every layer applied in order. A layer whose unpacked tar does not hash
+    /// to its diff ID fails the call, and no snapshot holding it is committed. The
+    /// snapshots and blobs used are marked used.
+    pub fn prepare(
+        &self,
+        content: &ContentStore,
+        layers: &[LayerRef],
+    ) -> Result<SnapshotInfo, CacheError> {
+        let chain = ChainId::prefixes(layers.iter().map(|l| &l.diff_id));
+        let (top, top_layer) = chain
+            .last()
+            .zip(layers.last())
+            .ok_or(CacheError::NoLayers)?;
+        if self.get(top)?.is_none() {
+            match self.mode {
+                SnapshotMode::Overlay => {
+                    let mut parent = None;
+                    for (layer, id) in layers.iter().zip(&chain) {
+                        if self.get(id)?.is_some() {
+                            self.mark_used(id)?;
+                        } else {
+                            let staging = self.scratch()?;
+                            self.unpack(content, &staging, layer, id, WhiteoutMode::Overlay)?;
+                            self.install(staging, parent, &layer.diff_id)?;
+                        }
+                        parent = Some(id);
+                    }
+                }
+                SnapshotMode::Copy => {
+                    let staging = self.scratch()?;
+                    for layer in layers {
+                        self.unpack(content, &staging, layer, top, WhiteoutMode::Remove)?;
+                    }
+                    let parent = chain.len().checked_sub(2).map(|p| &chain[p]);
+                    self.install(staging, parent, &top_layer.diff_id)?;
+                }
+            }
+        }
+        self.mark_used(top)?;
+        self.get(top)?
+            .ok_or_else(|| CacheError::SnapshotNotFound(top.clone()))
+    }
+
     /// The directories to stack for `chain_id`, top first: for overlay, the snapshot and
     /// its ancestors (the `lowerdir=` list of an overlay mount); for copy, its one tree.
     /// Marks them used.
@@ -255,6 +312,35 @@ impl Snapshotter {
     /// Finds (and unless `dry_run`, removes) scratch directories of dead processes.
     pub(crate) fn sweep_scratch(&self, dry_run: bool) -> Result<Swept, CacheError> {
         scratch::sweep(&self.root.join(SCRATCH), dry_run)
+    }
+
+    /// Applies one layer blob onto `staging/fs` and checks its diff ID.
+    fn unpack(
+        &self,
+        content: &ContentStore,
+        staging: &ScratchDir,
+        layer: &LayerRef,
+        chain_id: &ChainId,
+        whiteouts: WhiteoutMode,
+    ) -> Result<(), CacheError> {
+        let fs_dir = staging.path().join(FS);
+        fs::create_dir_all(&fs_dir).map_err(CacheError::io("create", &fs_dir))?;
+        let blob = io::BufReader::with_capacity(1 << 16, content.open_blob(&layer.blob)?);
+        let options = ApplyOptions::default().with_whiteouts(whiteouts);
+        let applied =
+            apply_layer(blob, &fs_dir, &options).map_err(|source| CacheError::Unpack {
+                blob: layer.blob.clone(),
+                chain_id: chain_id.clone(),
+                source: Box::new(source),
+            })?;
+        if applied.diff_id != layer.diff_id {
+            return Err(CacheError::DiffIdMismatch {
+                blob: layer.blob.clone(),
+                expected: layer.diff_id.clone(),
+                actual: applied.diff_id,
+            });
+        }
+        content.touch(&layer.blob)
     }
 
     /// Writes `meta.json` into a staged snapshot (its `fs/` filled), syncs it and renames

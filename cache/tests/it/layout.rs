@@ -69,36 +69,34 @@ fn shared_users_coexist_and_the_exclusive_lock_waits_for_them() {
     let ctx = TestContext::new();
     let first = Store::open(ctx.path()).unwrap();
     let second = Store::open(ctx.path()).unwrap();
-    let collected = Arc::new(AtomicBool::new(false));
+    let collecting = Arc::new(AtomicBool::new(false));
+    let releasing = Arc::new(AtomicBool::new(false));
     let waiter = {
-        let (root, collected) = (ctx.path().to_owned(), collected.clone());
+        let root = ctx.path().to_owned();
+        let (collecting, releasing) = (collecting.clone(), releasing.clone());
         std::thread::spawn(move || {
             let exclusive = Store::open(&root).unwrap().lock_exclusive().unwrap();
-            collected.store(true, Ordering::SeqCst);
+            collecting.store(true, Ordering::SeqCst);
             // While held, nobody else can open the store.
             std::thread::sleep(Duration::from_millis(200));
+            releasing.store(true, Ordering::SeqCst);
             exclusive.into_shared().unwrap()
         })
     };
+    let in_use = "exclusive lock taken while the store was in use";
     std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        !collected.load(Ordering::SeqCst),
-        "exclusive lock taken while the store was in use"
-    );
+    assert!(!collecting.load(Ordering::SeqCst), "{in_use}");
     drop(first);
     std::thread::sleep(Duration::from_millis(100));
-    assert!(
-        !collected.load(Ordering::SeqCst),
-        "exclusive lock taken while the store was in use"
-    );
+    assert!(!collecting.load(Ordering::SeqCst), "{in_use}");
     drop(second);
-    // Once it has the lock, opening the store waits for it to go back to shared.
-    while !collected.load(Ordering::SeqCst) {
+    while !collecting.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(10));
     }
+    // Opening the store now waits until the collector goes back to shared.
     let third = Store::open(ctx.path()).unwrap();
     assert!(
-        waiter.is_finished(),
+        releasing.load(Ordering::SeqCst),
         "opened the store while it was held exclusively"
     );
     let back = waiter.join().unwrap();

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Barrier};
 
-use kiln_cache::{CacheError, ChainId, SnapshotMode, Snapshotter, Store};
+use kiln_cache::{CacheError, ChainId, LayerRef, SnapshotMode, Snapshotter, Store};
 use kiln_image::Digest;
 
 use crate::{TestContext, names};
@@ -294,4 +294,227 @@ fn overlay_mount_of_lowerdirs_honours_whiteouts() {
     );
     drop(mount);
     assert!(names(&merged).is_empty());
+}
+
+/// An uncompressed layer tar of `(path, contents)` entries; a path ending in `/` is a
+/// directory.
+fn layer_tar(entries: &[(&str, &str)]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, text) in entries {
+        let mut header = tar::Header::new_gnu();
+        if path.ends_with('/') {
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_mode(0o755);
+            header.set_size(0);
+        } else {
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_mode(0o644);
+            header.set_size(text.len() as u64);
+        }
+        header.set_mtime(1_700_000_000);
+        header.set_uid(0);
+        header.set_gid(0);
+        builder
+            .append_data(&mut header, path, text.as_bytes())
+            .unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
+/// Two layers in the content store: a base, and a top layer that deletes `gone`, makes
+/// `dir` opaque and replaces `over`.
+fn two_layers(store: &Store) -> Vec<LayerRef> {
+    let base = layer_tar(&[
+        ("keep", "base"),
+        ("gone", "base"),
+        ("dir/", ""),
+        ("dir/old", "base"),
+        ("over", "base"),
+    ]);
+    let top = layer_tar(&[
+        (".wh.gone", ""),
+        ("dir/", ""),
+        ("dir/.wh..wh..opq", ""),
+        ("dir/new", "top"),
+        ("over", "top"),
+    ]);
+    [base, top]
+        .iter()
+        .map(|tar| LayerRef {
+            blob: store.content().put(tar).unwrap(),
+            diff_id: Digest::of(tar),
+        })
+        .collect()
+}
+
+#[test]
+fn prepare_overlay_unpacks_each_layer_in_overlay_form() {
+    let ctx = TestContext::new();
+    let store = Store::open(ctx.path()).unwrap();
+    let layers = two_layers(&store);
+    let snapshots = store.snapshotter(SnapshotMode::Overlay).unwrap();
+    let top = snapshots.prepare(store.content(), &layers).unwrap();
+    let chain = ChainId::prefixes([&layers[0].diff_id, &layers[1].diff_id]);
+    assert_eq!(top.chain_id, chain[1]);
+    assert_eq!(top.parent.as_ref(), Some(&chain[0]));
+    assert_eq!(top.diff_id, layers[1].diff_id);
+
+    let whiteout = fs::symlink_metadata(top.fs.join("gone")).unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_char_device(
+        &whiteout.file_type()
+    ));
+    assert_eq!(std::os::unix::fs::MetadataExt::rdev(&whiteout), 0);
+    let mut opaque = [0u8; 8];
+    let n =
+        rustix::fs::getxattr(top.fs.join("dir"), "trusted.overlay.opaque", &mut opaque).unwrap();
+    assert_eq!(&opaque[..n], b"y");
+
+    let lowers = snapshots.lowerdirs(&top.chain_id).unwrap();
+    assert_eq!(lowers.len(), 2);
+    let merged = ctx.join("merged");
+    fs::create_dir(&merged).unwrap();
+    let mount = OverlayMount::new(&lowers, &merged);
+    let read = |name: &str| fs::read_to_string(merged.join(name)).ok();
+    assert_eq!(read("keep").as_deref(), Some("base"));
+    assert_eq!(read("over").as_deref(), Some("top"));
+    assert_eq!(read("gone"), None);
+    assert_eq!(names(&merged.join("dir")), ["new"]);
+    drop(mount);
+
+    // Preparing again, or a prefix, unpacks nothing new.
+    assert_eq!(
+        snapshots.prepare(store.content(), &layers).unwrap().fs,
+        top.fs
+    );
+    assert_eq!(
+        snapshots
+            .prepare(store.content(), &layers[..1])
+            .unwrap()
+            .chain_id,
+        chain[0]
+    );
+    assert_eq!(snapshots.list().unwrap().len(), 2);
+    assert!(names(&ctx.join("snapshots-v1/tmp")).is_empty());
+}
+
+#[test]
+fn prepare_copy_applies_the_whole_chain_into_one_tree() {
+    let ctx = TestContext::new();
+    let store = Store::open(ctx.path()).unwrap();
+    let layers = two_layers(&store);
+    let snapshots = store.snapshotter(SnapshotMode::Copy).unwrap();
+    let top = snapshots.prepare(store.content(), &layers).unwrap();
+    assert_eq!(
+        snapshots.lowerdirs(&top.chain_id).unwrap(),
+        vec![top.fs.clone()]
+    );
+    assert_eq!(names(&top.fs), ["dir", "keep", "over"]);
+    assert_eq!(names(&top.fs.join("dir")), ["new"]);
+    assert_eq!(fs::read_to_string(top.fs.join("over")).unwrap(), "top");
+    assert_eq!(
+        snapshots.list().unwrap().len(),
+        1,
+        "no per-prefix snapshots in copy mode"
+    );
+}
+
+#[test]
+fn prepare_refuses_a_layer_that_does_not_match_its_diff_id() {
+    let ctx = TestContext::new();
+    let store = Store::open(ctx.path()).unwrap();
+    let mut layers = two_layers(&store);
+    let promised = Digest::of(b"what the config says");
+    layers[1].diff_id = promised.clone();
+    let snapshots = store.snapshotter(SnapshotMode::Overlay).unwrap();
+    let err = snapshots.prepare(store.content(), &layers).unwrap_err();
+    match &err {
+        CacheError::DiffIdMismatch {
+            blob,
+            expected,
+            actual,
+        } => {
+            assert_eq!(blob, &layers[1].blob);
+            assert_eq!(expected, &promised);
+            assert_ne!(actual, &promised);
+        }
+        other => panic!("expected a diff ID mismatch, got {other:?}"),
+    }
+    assert_eq!(
+        snapshots.list().unwrap().len(),
+        1,
+        "only the good base layer is committed"
+    );
+    assert!(names(&ctx.join("snapshots-v1/tmp")).is_empty());
+}
+
+#[test]
+fn prepare_names_what_is_missing() {
+    let ctx = TestContext::new();
+    let store = Store::open(ctx.path()).unwrap();
+    let snapshots = store.snapshotter(SnapshotMode::Overlay).unwrap();
+    let absent = Digest::of(b"never stored");
+    let err = snapshots
+        .prepare(
+            store.content(),
+            &[LayerRef {
+                blob: absent.clone(),
+                diff_id: absent.clone(),
+            }],
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&err, CacheError::BlobNotFound(d) if *d == absent),
+        "{err:?}"
+    );
+    let err = snapshots.prepare(store.content(), &[]).unwrap_err();
+    assert!(matches!(err, CacheError::NoLayers), "{err:?}");
+
+    let garbage = store.content().put(b"\x1f\x8bnot really gzip").unwrap();
+    let err = snapshots
+        .prepare(
+            store.content(),
+            &[LayerRef {
+                blob: garbage.clone(),
+                diff_id: absent,
+            }],
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&err, CacheError::Unpack { blob, .. } if *blob == garbage),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(&garbage.to_string()), "{err}");
+}
+
+#[test]
+fn concurrent_prepares_of_one_chain_all_succeed() {
+    const RACERS: usize = 4;
+    let ctx = TestContext::new();
+    let store = Store::open(ctx.path()).unwrap();
+    let layers = two_layers(&store);
+    let start = Arc::new(Barrier::new(RACERS));
+    let handles: Vec<_> = (0..RACERS)
+        .map(|_| {
+            let (root, start, layers) = (ctx.path().to_owned(), start.clone(), layers.clone());
+            std::thread::spawn(move || {
+                let store = Store::open(&root).unwrap();
+                let snapshots = store.snapshotter(SnapshotMode::Overlay).unwrap();
+                start.wait();
+                snapshots.prepare(store.content(), &layers).unwrap()
+            })
+        })
+        .collect();
+    let infos: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(infos.iter().all(|i| *i.fs == *infos[0].fs));
+    assert_eq!(names(&ctx.join("snapshots-v1/overlay")).len(), 2);
+    assert!(names(&ctx.join("snapshots-v1/tmp")).is_empty());
+    let merged = ctx.join("merged");
+    fs::create_dir(&merged).unwrap();
+    let lowers = store
+        .snapshotter(SnapshotMode::Overlay)
+        .unwrap()
+        .lowerdirs(&infos[0].chain_id)
+        .unwrap();
+    let _mount = OverlayMount::new(&lowers, &merged);
+    assert_eq!(names(&merged), ["dir", "keep", "over"]);
 }
