@@ -24,59 +24,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use kiln_image::{Digest, Digester};
 use serde::{Deserialize, Serialize};
 
-use super::ignore::{IgnoreError, IgnoreMatcher, MatchInfo};
-use super::pattern::{BadPattern, clean, glob_match};
+use super::select::{ContextError, SelectedSource, io_at};
 
 /// The version tag of the checksum encoding; part of every checksum.
 const CHECKSUM_VERSION: &[u8] = b"kiln-content-checksum-v1";
-
-/// How many symlinks a path may pass through before resolution gives up.
-const MAX_LINKS: usize = 255;
-
-/// Why a checksum could not be computed.
-#[derive(Debug, thiserror::Error)]
-pub enum ContextError {
-    /// A source path does not exist, or is excluded by `.dockerignore`.
-    #[error("{path:?} not found in the build context or excluded by .dockerignore")]
-    NotFound {
-        /// The source as written.
-        path: String,
-    },
-    /// A wildcard matched nothing.
-    #[error("no source files were specified: {pattern:?} matches nothing")]
-    NoMatch {
-        /// The pattern as written.
-        pattern: String,
-    },
-    /// A path passes through too many symlinks.
-    #[error("too many levels of symbolic links resolving {path:?}")]
-    TooManyLinks {
-        /// The source as written.
-        path: String,
-    },
-    /// A malformed wildcard.
-    #[error(transparent)]
-    BadPattern(#[from] BadPattern),
-    /// Malformed exclude patterns.
-    #[error("bad exclude pattern")]
-    Exclude(#[from] IgnoreError),
-    /// Reading the tree failed.
-    #[error("reading {path}")]
-    Io {
-        /// The file that could not be read.
-        path: PathBuf,
-        /// The failure.
-        #[source]
-        source: io::Error,
-    },
-}
-
-fn io_at(path: &Path) -> impl FnOnce(io::Error) -> ContextError + '_ {
-    move |source| ContextError::Io {
-        path: path.to_owned(),
-        source,
-    }
-}
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct StatEntry {
@@ -202,19 +153,6 @@ impl StatCache {
     }
 }
 
-/// What a step reads from a tree.
-#[derive(Clone, Debug, Default)]
-pub struct Selection {
-    /// Source paths (relative to the tree; a leading `/` is the tree's root).
-    pub sources: Vec<String>,
-    /// Whether sources are wildcard patterns.
-    pub wildcard: bool,
-    /// Whether a wildcard that matches nothing is fine.
-    pub allow_empty: bool,
-    /// Patterns left out, relative to each selected source (`COPY --exclude`).
-    pub excludes: Vec<String>,
-}
-
 /// Counters from one checksum run, for progress and benchmarks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HashStats {
@@ -226,301 +164,36 @@ pub struct HashStats {
     pub bytes_read: u64,
 }
 
-/// Computes content checksums of selections within one tree.
-pub struct TreeHasher<'a> {
-    root: &'a Path,
-    ignore: &'a IgnoreMatcher,
-    cache: &'a StatCache,
-}
-
-impl<'a> TreeHasher<'a> {
-    /// A hasher over `root`, leaving out what `ignore` matches (`.dockerignore`).
-    pub fn new(root: &'a Path, ignore: &'a IgnoreMatcher, cache: &'a StatCache) -> Self {
-        TreeHasher {
-            root,
-            ignore,
-            cache,
+/// The checksum of a selection: for each selected path, every entry's relative name,
+/// type, permission bits, owner, device numbers, link target, xattrs and contents.
+pub fn checksum(
+    selected: &[SelectedSource],
+    cache: &StatCache,
+) -> Result<(Digest, HashStats), ContextError> {
+    let mut stats = HashStats::default();
+    let mut d = Digester::new();
+    field(&mut d, b"version", CHECKSUM_VERSION);
+    for source in selected {
+        field(&mut d, b"match", source.path.as_bytes());
+        for entry in &source.entries {
+            stats.entries += 1;
+            field(&mut d, b"entry", entry.rel.as_bytes());
+            header(&mut d, &entry.abs, &entry.meta)?;
+            let ft = entry.meta.file_type();
+            if ft.is_file() {
+                let (digest, read) = cache.file_digest(&entry.abs, &entry.meta)?;
+                if read {
+                    stats.files_read += 1;
+                    stats.bytes_read += entry.meta.size();
+                }
+                field(&mut d, b"content", digest.to_string().as_bytes());
+            } else if ft.is_symlink() {
+                let target = fs::read_link(&entry.abs).map_err(io_at(&entry.abs))?;
+                field(&mut d, b"link", target.as_os_str().as_encoded_bytes());
+            }
         }
     }
-
-    /// The checksum of everything `selection` reads.
-    pub fn checksum(&self, selection: &Selection) -> Result<(Digest, HashStats), ContextError> {
-        let excludes = IgnoreMatcher::new(&selection.excludes)?;
-        let mut stats = HashStats::default();
-        let mut d = Digester::new();
-        field(&mut d, b"version", CHECKSUM_VERSION);
-        for source in &selection.sources {
-            let matches = if selection.wildcard {
-                self.expand(source)?
-            } else {
-                vec![self.resolve(source)?]
-            };
-            if matches.is_empty() && !selection.allow_empty {
-                return Err(ContextError::NoMatch {
-                    pattern: source.clone(),
-                });
-            }
-            for rel in matches {
-                let abs = self.abs(&rel);
-                let meta = fs::symlink_metadata(&abs).map_err(io_at(&abs))?;
-                let walk = Walk {
-                    excludes: &excludes,
-                    stats: &mut stats,
-                };
-                let parent = self.parent_info(&rel);
-                let no_exclude = MatchInfo::default();
-                match self.hash_entry(&rel, "", &abs, &meta, &parent, &no_exclude, walk)? {
-                    Some(digest) => {
-                        field(&mut d, b"match", rel.as_bytes());
-                        field(&mut d, b"digest", digest.to_string().as_bytes());
-                    }
-                    // A wildcard match that .dockerignore removes is simply not there.
-                    None if selection.wildcard => {}
-                    None => {
-                        return Err(ContextError::NotFound {
-                            path: source.clone(),
-                        });
-                    }
-                }
-            }
-        }
-        Ok((d.finish(), stats))
-    }
-
-    fn abs(&self, rel: &str) -> PathBuf {
-        if rel == "." {
-            self.root.to_owned()
-        } else {
-            self.root.join(rel)
-        }
-    }
-
-    /// The ignore results of `rel`'s parent directories, to match `rel` itself against.
-    fn parent_info(&self, rel: &str) -> MatchInfo {
-        let mut info = MatchInfo::default();
-        let Some((parent, _)) = rel.rsplit_once('/') else {
-            return info;
-        };
-        let mut prefix = String::new();
-        for part in parent.split('/') {
-            if !prefix.is_empty() {
-                prefix.push('/');
-            }
-            prefix.push_str(part);
-            info = self.ignore.matches(&prefix, &info).1;
-        }
-        info
-    }
-
-    /// Resolves a source path inside the root, following symlinks but never out of it
-    /// (an absolute or `..` link target is taken relative to the root).
-    fn resolve(&self, source: &str) -> Result<String, ContextError> {
-        let not_found = || ContextError::NotFound {
-            path: source.to_owned(),
-        };
-        let mut pending: Vec<String> = clean(&format!("/{source}"))
-            .split('/')
-            .filter(|p| !p.is_empty())
-            .map(str::to_owned)
-            .rev()
-            .collect();
-        let mut resolved: Vec<String> = Vec::new();
-        let mut links = 0;
-        while let Some(part) = pending.pop() {
-            if part == ".." {
-                resolved.pop();
-                continue;
-            }
-            let candidate = self.root.join(resolved.join("/")).join(&part);
-            let meta = match fs::symlink_metadata(&candidate) {
-                Ok(meta) => meta,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(not_found()),
-                Err(e) => return Err(io_at(&candidate)(e)),
-            };
-            if meta.file_type().is_symlink() {
-                links += 1;
-                if links > MAX_LINKS {
-                    return Err(ContextError::TooManyLinks {
-                        path: source.to_owned(),
-                    });
-                }
-                let target = fs::read_link(&candidate).map_err(io_at(&candidate))?;
-                let target = target.to_string_lossy();
-                if target.starts_with('/') {
-                    resolved.clear();
-                }
-                for p in target
-                    .split('/')
-                    .rev()
-                    .filter(|p| !p.is_empty() && *p != ".")
-                {
-                    pending.push(p.to_owned());
-                }
-            } else {
-                resolved.push(part);
-            }
-        }
-        Ok(if resolved.is_empty() {
-            ".".to_owned()
-        } else {
-            resolved.join("/")
-        })
-    }
-
-    /// Expands a wildcard source into the matching paths, sorted.
-    fn expand(&self, pattern: &str) -> Result<Vec<String>, ContextError> {
-        let cleaned = clean(&format!("/{pattern}"));
-        let parts: Vec<&str> = cleaned.split('/').filter(|p| !p.is_empty()).collect();
-        let mut current = vec![String::new()];
-        for (i, part) in parts.iter().enumerate() {
-            let last = i + 1 == parts.len();
-            let mut next = Vec::new();
-            for dir in &current {
-                let abs = if dir.is_empty() {
-                    self.root.to_owned()
-                } else {
-                    self.root.join(dir)
-                };
-                let join = |name: &str| {
-                    if dir.is_empty() {
-                        name.to_owned()
-                    } else {
-                        format!("{dir}/{name}")
-                    }
-                };
-                if !has_magic(part) {
-                    let rel = join(part);
-                    if fs::symlink_metadata(self.abs(&rel)).is_ok() {
-                        next.push(rel);
-                    }
-                    continue;
-                }
-                let entries = match fs::read_dir(&abs) {
-                    Ok(entries) => entries,
-                    Err(_) => continue,
-                };
-                let mut names: Vec<String> = entries
-                    .filter_map(Result::ok)
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect();
-                names.sort();
-                for name in names {
-                    if glob_match(part, &name)? {
-                        let rel = join(&name);
-                        if last || self.abs(&rel).is_dir() {
-                            next.push(rel);
-                        }
-                    }
-                }
-            }
-            current = next;
-        }
-        if parts.is_empty() {
-            return Ok(vec![".".to_owned()]);
-        }
-        Ok(current)
-    }
-
-    /// The checksum of one entry and (for a directory) everything below it, or `None`
-    /// when the entry is left out and nothing below it is kept.
-    #[allow(clippy::too_many_arguments)]
-    fn hash_entry(
-        &self,
-        rel: &str,
-        sel_rel: &str,
-        abs: &Path,
-        meta: &Metadata,
-        ignore_parent: &MatchInfo,
-        exclude_parent: &MatchInfo,
-        walk: Walk<'_>,
-    ) -> Result<Option<Digest>, ContextError> {
-        let Walk { excludes, stats } = walk;
-        stats.entries += 1;
-        let (ignored, ignore_info) = if rel == "." {
-            (false, MatchInfo::default())
-        } else {
-            self.ignore.matches(rel, ignore_parent)
-        };
-        let (excluded, exclude_info) = if sel_rel.is_empty() {
-            (false, MatchInfo::default())
-        } else {
-            excludes.matches(sel_rel, exclude_parent)
-        };
-        let left_out = ignored || excluded;
-        let ft = meta.file_type();
-        // A left-out directory is still walked when a `!` pattern could bring back
-        // something below it; it then counts only if something does come back.
-        let gone_for_good = (ignored && !self.ignore.has_exclusions())
-            || (excluded && !excludes.has_exclusions())
-            || (left_out && !ft.is_dir());
-        if gone_for_good {
-            return Ok(None);
-        }
-
-        let mut d = Digester::new();
-        header(&mut d, abs, meta)?;
-        if ft.is_file() {
-            let (digest, read) = self.cache.file_digest(abs, meta)?;
-            if read {
-                stats.files_read += 1;
-                stats.bytes_read += meta.size();
-            }
-            field(&mut d, b"content", digest.to_string().as_bytes());
-        } else if ft.is_symlink() {
-            let target = fs::read_link(abs).map_err(io_at(abs))?;
-            field(&mut d, b"link", target.as_os_str().as_encoded_bytes());
-        } else if ft.is_dir() {
-            let mut children: Vec<_> = fs::read_dir(abs)
-                .map_err(io_at(abs))?
-                .map(|e| e.map(|e| e.file_name()))
-                .collect::<Result<_, _>>()
-                .map_err(io_at(abs))?;
-            children.sort();
-            let mut kept_any = false;
-            for name in children {
-                let name_str = name.to_string_lossy();
-                let child_rel = if rel == "." {
-                    name_str.to_string()
-                } else {
-                    format!("{rel}/{name_str}")
-                };
-                let child_sel = if sel_rel.is_empty() {
-                    name_str.to_string()
-                } else {
-                    format!("{sel_rel}/{name_str}")
-                };
-                let child_abs = abs.join(&name);
-                let child_meta = fs::symlink_metadata(&child_abs).map_err(io_at(&child_abs))?;
-                let walk = Walk {
-                    excludes,
-                    stats: &mut *stats,
-                };
-                if let Some(child) = self.hash_entry(
-                    &child_rel,
-                    &child_sel,
-                    &child_abs,
-                    &child_meta,
-                    &ignore_info,
-                    &exclude_info,
-                    walk,
-                )? {
-                    kept_any = true;
-                    field(&mut d, b"child", name.as_encoded_bytes());
-                    field(&mut d, b"digest", child.to_string().as_bytes());
-                }
-            }
-            if left_out && !kept_any {
-                return Ok(None);
-            }
-        }
-        Ok(Some(d.finish()))
-    }
-}
-
-/// State threaded through a recursive walk.
-struct Walk<'w> {
-    excludes: &'w IgnoreMatcher,
-    stats: &'w mut HashStats,
+    Ok((d.finish(), stats))
 }
 
 /// Type, permissions, owner, device numbers and xattrs of an entry.
@@ -578,16 +251,13 @@ fn field(d: &mut Digester, tag: &[u8], value: &[u8]) {
     d.update(value);
 }
 
-fn has_magic(part: &str) -> bool {
-    part.contains(['*', '?', '[', '\\'])
-}
-
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::{PermissionsExt, symlink};
     use std::time::Duration;
 
     use super::*;
+    use crate::context::{ContextTree, IgnoreMatcher, Selection};
 
     struct Tree {
         dir: tempfile::TempDir,
@@ -629,7 +299,8 @@ mod tests {
             sel: &Selection,
         ) -> Result<(Digest, HashStats), ContextError> {
             let ignore = IgnoreMatcher::new(ignore).unwrap();
-            TreeHasher::new(self.dir.path(), &ignore, cache).checksum(sel)
+            let selected = ContextTree::new(self.dir.path(), &ignore).select(sel)?;
+            checksum(&selected, cache)
         }
 
         fn sum(&self, ignore: &[&str], sources: &[&str]) -> Digest {
