@@ -53,7 +53,17 @@ impl Words {
     }
 
     fn push_str_splitting(&mut self, s: &str) {
-        s.chars().for_each(|c| self.push_splitting(c));
+        let mut rest = s;
+        while let Some((at, space)) = rest.char_indices().find(|(_, c)| c.is_whitespace()) {
+            if at > 0 {
+                self.push_str_kept(&rest[..at]);
+            }
+            self.push_splitting(space);
+            rest = &rest[at + space.len_utf8()..];
+        }
+        if !rest.is_empty() {
+            self.push_str_kept(rest);
+        }
     }
 
     fn push_str_kept(&mut self, s: &str) {
@@ -112,6 +122,19 @@ impl<'a> Expander<'a> {
         Some(c)
     }
 
+    /// Consumes the characters up to the next one for which `special` holds (or the end),
+    /// at least one, and returns them.
+    fn take_run(&mut self, special: impl Fn(char) -> bool) -> &'a str {
+        let rest = &self.input[self.pos..];
+        let first = rest.chars().next().map_or(0, char::len_utf8);
+        let len = rest[first..]
+            .char_indices()
+            .find(|&(_, c)| special(c))
+            .map_or(rest.len(), |(at, _)| first + at);
+        self.pos += len;
+        &rest[..len]
+    }
+
     fn at_end(&self) -> bool {
         self.pos == self.input.len()
     }
@@ -167,12 +190,18 @@ impl<'a> Expander<'a> {
                     }
                     result.push(escaped);
                 }
-                c => {
-                    self.bump();
+                _ => {
+                    let escape = self.lex.escape;
+                    let run = self.take_run(|c| {
+                        Some(c) == stop
+                            || c == '$'
+                            || c == escape
+                            || (quotes && (c == '\'' || c == '"'))
+                    });
                     if let Some(words) = words.as_deref_mut() {
-                        words.push_splitting(c);
+                        words.push_str_splitting(run);
                     }
-                    result.push(c);
+                    result.push_str(run);
                 }
             }
         }
@@ -224,24 +253,25 @@ impl<'a> Expander<'a> {
                     let value = self.dollar()?;
                     result.push_str(&value);
                 }
-                Some(c) => {
+                Some(c) if c == self.lex.escape => {
                     self.bump();
-                    let mut kept = c;
-                    if c == self.lex.escape {
-                        if raw_escapes {
-                            result.push(c);
-                        }
-                        match self.peek() {
-                            // The unterminated quote is reported on the next turn.
-                            None => continue,
-                            Some(next) if next == '"' || next == '$' || next == c => {
-                                self.bump();
-                                kept = next;
-                            }
-                            Some(_) => {}
-                        }
+                    if raw_escapes {
+                        result.push(c);
                     }
-                    result.push(kept);
+                    match self.peek() {
+                        // The unterminated quote is reported on the next turn.
+                        None => {}
+                        Some(next) if next == '"' || next == '$' || next == c => {
+                            self.bump();
+                            result.push(next);
+                        }
+                        Some(_) => result.push(c),
+                    }
+                }
+                Some(_) => {
+                    let escape = self.lex.escape;
+                    let run = self.take_run(|c| c == '"' || c == '$' || c == escape);
+                    result.push_str(run);
                 }
             }
         }

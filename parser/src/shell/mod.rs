@@ -27,6 +27,9 @@
 //!   slashes (BuildKit drops one, turning it into `${v/p/r}`);
 //! - `${name` cut short by the end of input reports a missing `}` (BuildKit reports an
 //!   unsupported modifier);
+//! - a `%`/`%%` pattern is read forwards like a `#` one, so a trailing `\` is an error
+//!   there too and errors quote the pattern as written (BuildKit reverses the pattern
+//!   text first, which turns `*\` into an escaped `*` and shows the reversed text);
 //! - `${…}` may nest at most [`MAX_NESTING`] deep, so hostile input cannot exhaust the
 //!   stack.
 //!

@@ -147,8 +147,9 @@ impl Pattern {
     /// after a previous match is not replaced, and the search always moves on by at least
     /// one character.
     pub(crate) fn replace(&self, value: &str, replacement: &str, all: bool) -> String {
+        let mut scratch = Threads::new(self.tokens.len());
         if !all {
-            return match self.find(value, 0) {
+            return match self.find(value, 0, &mut scratch) {
                 Some((start, end)) => [&value[..start], replacement, &value[end..]].concat(),
                 None => value.to_owned(),
             };
@@ -157,7 +158,7 @@ impl Pattern {
         let mut last_end = 0;
         let mut search = 0;
         while search <= value.len() {
-            let Some((start, end)) = self.find(value, search) else {
+            let Some((start, end)) = self.find(value, search, &mut scratch) else {
                 break;
             };
             out.push_str(&value[last_end..start]);
@@ -243,12 +244,10 @@ impl Pattern {
 
     /// The leftmost match starting at or after `from`, longest among those starting
     /// there, as a byte range of `value`.
-    fn find(&self, value: &str, from: usize) -> Option<(usize, usize)> {
+    fn find(&self, value: &str, from: usize, threads: &mut Threads) -> Option<(usize, usize)> {
         let accept = self.tokens.len();
-        // For each state, the earliest start of a thread in it: a later thread in the same
-        // state can only ever produce the same ends with a worse start.
-        let mut starts: Vec<Option<usize>> = vec![None; accept + 1];
-        let mut next: Vec<Option<usize>> = vec![None; accept + 1];
+        let Threads { starts, next } = threads;
+        starts.fill(None);
         let mut best: Option<(usize, usize)> = None;
         let mut chars = value[from..].char_indices().map(|(at, c)| (from + at, c));
         let mut at = from;
@@ -296,10 +295,27 @@ impl Pattern {
                     Step::Fail => {}
                 }
             }
-            std::mem::swap(&mut starts, &mut next);
+            std::mem::swap(starts, next);
             at = pos + c.len_utf8();
         }
         best
+    }
+}
+
+/// The live threads of a search: for each state, the earliest start of a thread in it (a
+/// later thread in the same state can only produce the same ends with a worse start).
+/// Kept between the searches of one replacement to reuse the allocations.
+struct Threads {
+    starts: Vec<Option<usize>>,
+    next: Vec<Option<usize>>,
+}
+
+impl Threads {
+    fn new(tokens: usize) -> Threads {
+        Threads {
+            starts: vec![None; tokens + 1],
+            next: vec![None; tokens + 1],
+        }
     }
 }
 
