@@ -3,8 +3,15 @@
 //! Library crates return typed errors; this binary lifts them into `anyhow` and prints
 //! them once, with their causes, as `kiln: error: …`.
 
+mod archive;
 mod debug;
+mod history;
+mod human;
+mod images;
+mod import;
+mod prune;
 mod root;
+mod state;
 
 use std::io;
 use std::process::ExitCode;
@@ -28,13 +35,43 @@ enum Command {
     /// Tools for looking inside kiln's parser.
     #[command(subcommand)]
     Debug(debug::DebugCommand),
+    /// List images.
+    Images(images::ImagesArgs),
+    /// Show an image's manifest and config as JSON.
+    Inspect(images::InspectArgs),
+    /// Show the history of an image.
+    History(history::HistoryArgs),
+    /// Give an image another name.
+    Tag(images::TagArgs),
+    /// Remove image names, and images left without one.
+    Rmi(images::RmiArgs),
+    /// Remove untagged images and content nothing refers to.
+    Prune(prune::PruneArgs),
+    /// Show how much space blobs and snapshots take.
+    Du(prune::DuArgs),
+    /// Write images to a docker or OCI archive.
+    Save(archive::SaveArgs),
+    /// Read images from a docker or OCI archive.
+    Load(archive::LoadArgs),
+    /// Make a one-layer image from a root filesystem tarball.
+    Import(import::ImportArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let _root = root::resolve(cli.root);
+    let root = root::resolve(cli.root);
     let result = match cli.command {
         Command::Debug(cmd) => debug::run(cmd),
+        Command::Images(args) => images::images(&root, args),
+        Command::Inspect(args) => images::inspect(&root, args),
+        Command::History(args) => history::run(&root, args),
+        Command::Tag(args) => images::tag(&root, args),
+        Command::Rmi(args) => images::rmi(&root, args),
+        Command::Prune(args) => prune::prune(&root, args),
+        Command::Du(args) => prune::du(&root, args),
+        Command::Save(args) => archive::save(&root, args),
+        Command::Load(args) => archive::load(&root, args),
+        Command::Import(args) => import::run(&root, args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,56 @@
+//! What the image commands work on: the store root (content, snapshots, its lock) and
+//! the image store beside it, opened together so every command sees one root.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use kiln_cache::Store;
+use kiln_image::store::{ImageStore, Resolved};
+use kiln_image::{BlobRead, Digest, ImageRef};
+
+/// An opened root.
+pub struct State {
+    /// Blobs, snapshots and the root lock.
+    pub store: Store,
+    /// Names of images.
+    pub images: ImageStore,
+}
+
+impl State {
+    /// Opens the state under `root`, creating it if needed.
+    pub fn open(root: &Path) -> anyhow::Result<State> {
+        let store =
+            Store::open(root).with_context(|| format!("opening kiln root {}", root.display()))?;
+        Ok(State {
+            images: ImageStore::open(root),
+            store,
+        })
+    }
+
+    /// Resolves an image argument (name, ID or digest).
+    pub fn resolve(&self, query: &str) -> anyhow::Result<Resolved> {
+        Ok(self.images.read()?.resolve(query)?)
+    }
+
+    /// Reads a blob of the image (a manifest or config) as JSON.
+    pub fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        digest: &Digest,
+        what: &str,
+    ) -> anyhow::Result<T> {
+        let bytes = self
+            .store
+            .content()
+            .read_blob(digest)
+            .with_context(|| format!("reading {what} {digest}"))?;
+        serde_json::from_slice(&bytes).with_context(|| format!("parsing {what} {digest}"))
+    }
+}
+
+/// Docker's short form of a name: `busybox:latest`, `localhost:5000/x:1`.
+pub fn display_name(name: &ImageRef) -> String {
+    match name.tag() {
+        Some(tag) => format!("{}:{tag}", name.familiar()),
+        None => name.familiar().to_owned(),
+    }
+}
