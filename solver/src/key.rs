@@ -92,6 +92,7 @@ mod tests {
             insecure: false,
             mounts: Vec::new(),
             hostname: "kiln".into(),
+            proxy_env: Vec::new(),
         })
     }
 

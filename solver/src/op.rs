@@ -80,6 +80,11 @@ pub struct ExecOp {
     pub mounts: Vec<ExecMount>,
     /// The hostname seen inside the container.
     pub hostname: String,
+    /// Proxy variables (`HTTP_PROXY=…`) from the build's arguments, added to the
+    /// environment when the step runs. Outside the key, as in BuildKit: a proxy change
+    /// does not invalidate a step.
+    #[serde(skip)]
+    pub proxy_env: Vec<String>,
 }
 
 impl ExecOp {
@@ -197,7 +202,7 @@ pub enum FileAction {
         mode: u32,
         /// Create missing parents.
         parents: bool,
-        /// Owner, if not root.
+        /// Owner, as written; root when absent.
         owner: Option<Owner>,
     },
     /// Create a file with the given contents (heredocs).
@@ -208,7 +213,7 @@ pub enum FileAction {
         data: Vec<u8>,
         /// Mode bits.
         mode: u32,
-        /// Owner, if not root.
+        /// Owner, as written; root when absent.
         owner: Option<Owner>,
     },
     /// Remove a path.
@@ -225,11 +230,13 @@ pub enum FileAction {
 pub struct CopyAction {
     /// Index into the vertex's inputs.
     pub input: usize,
-    /// Source paths or wildcard patterns inside that input.
+    /// Source paths or wildcard patterns inside that input. With `parents`, a `/./` in
+    /// a source marks where the kept parent directories start (otherwise they start at
+    /// the input's root).
     pub sources: Vec<String>,
     /// Destination path; a trailing `/` means "into this directory".
     pub dest: String,
-    /// `--chown`, resolved to ids when given by name.
+    /// `--chown`, as written; names are resolved when the step runs.
     pub owner: Option<Owner>,
     /// `--chmod`, when given.
     pub mode: Option<Chmod>,
@@ -247,13 +254,49 @@ pub struct CopyAction {
     pub excludes: Vec<String>,
 }
 
-/// A numeric owner.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+/// An owner as written in `--chown` or `USER` (`user[:group]`). Names are resolved
+/// against the destination's `/etc/passwd` and `/etc/group` when the step runs, as
+/// BuildKit does; numeric ids are used as they are.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct Owner {
-    /// User id.
-    pub uid: u32,
-    /// Group id.
-    pub gid: u32,
+    /// The user.
+    pub user: Principal,
+    /// The group; when absent, the user's primary group (or gid 0 for a numeric user
+    /// with no passwd entry).
+    pub group: Option<Principal>,
+}
+
+/// A user or group, by id or by name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum Principal {
+    /// A numeric id.
+    Id(u32),
+    /// A name to look up.
+    Name(String),
+}
+
+impl Principal {
+    fn parse(text: &str) -> Principal {
+        text.parse()
+            .map_or_else(|_| Principal::Name(text.to_owned()), Principal::Id)
+    }
+}
+
+impl Owner {
+    /// Reads `user[:group]`; `None` when the user part is empty.
+    pub fn parse(spec: &str) -> Option<Owner> {
+        let (user, group) = match spec.split_once(':') {
+            Some((user, group)) => (user, Some(group)),
+            None => (spec, None),
+        };
+        if user.is_empty() || group.is_some_and(str::is_empty) {
+            return None;
+        }
+        Some(Owner {
+            user: Principal::parse(user),
+            group: group.map(Principal::parse),
+        })
+    }
 }
 
 /// `--chmod`: octal bits or a symbolic expression applied per file.

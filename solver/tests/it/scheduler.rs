@@ -100,6 +100,7 @@ fn run(args: &[&str]) -> Op {
         insecure: false,
         mounts: vec![],
         hostname: "kiln".into(),
+        proxy_env: Vec::new(),
     })
 }
 
