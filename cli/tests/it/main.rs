@@ -1,3 +1,6 @@
 //! End-to-end tests of the `kiln` binary, one module per area.
 
+mod archives;
 mod debug_expand;
+mod images;
+mod support;
