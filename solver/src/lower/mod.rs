@@ -912,7 +912,7 @@ fn check_cycles(planned: &[Planned]) -> Result<(), LowerError> {
             if path[dep] {
                 return Some(at);
             }
-            if let Some(at) = visit(planned, dep, visited, path) {
+            if visit(planned, dep, visited, path).is_some() {
                 return Some(at);
             }
         }
@@ -1015,6 +1015,9 @@ fn start_stage(
         (_, Some(image)) => {
             let mut config = image.config.clone();
             config.created = None;
+            // The image's triggers fire here (they are among the instructions) and do
+            // not carry over.
+            config.config.on_build = None;
             StageState {
                 name: None,
                 display: String::new(),
