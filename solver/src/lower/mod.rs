@@ -11,7 +11,7 @@
 //!    only (an unused stage never causes a lookup), then parse the ONBUILD triggers
 //!    those images carry, which may add dependencies, and repeat until nothing new;
 //! 3. **dispatch** — lower each needed stage's instructions in file order into ops,
-//!    one file per hard instruction ([`run`](self) for RUN, `copy` for COPY/ADD,
+//!    one file per hard instruction (`run` for RUN, `copy` for COPY/ADD,
 //!    `config` for the instructions that only change the configuration, WORKDIR
 //!    included), writing BuildKit's history entries and progress names as it goes.
 //!
