@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use crate::gc::{self, DiskUsage, GcOptions, GcReport, GcRoots};
 use crate::scratch;
 use crate::snapshot::{SnapshotMode, Snapshotter};
-use crate::{CacheError, ContentStore};
+use crate::{CacheError, CacheIndex, ContentStore};
 
 /// The on-disk layout version this build writes and reads.
 pub const LAYOUT_VERSION: u32 = 1;
@@ -28,6 +28,8 @@ pub const LOCK_FILE: &str = "lock";
 pub const CONTENT_DIR: &str = "content-v1";
 /// The snapshot folder, relative to the root.
 pub const SNAPSHOTS_DIR: &str = "snapshots-v1";
+/// The cache index, relative to the root.
+pub const INDEX_FILE: &str = "index-v1.redb";
 
 #[derive(serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -77,6 +79,11 @@ impl Store {
     /// The content store.
     pub fn content(&self) -> &ContentStore {
         &self.content
+    }
+
+    /// The cache index.
+    pub fn index(&self) -> CacheIndex {
+        CacheIndex::new(self.root.join(INDEX_FILE))
     }
 
     /// The snapshots of one layout.

@@ -10,6 +10,8 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use kiln_cache::gc::{GcOptions, GcRoots};
+use kiln_cache::{CacheIndex, ChainId, ContentStore};
+use kiln_image::Digest;
 use kiln_image::store::Images;
 use serde_json::json;
 
@@ -35,16 +37,37 @@ pub struct DuArgs {
     format: OutputFormat,
 }
 
-/// The collector's roots: every image the store names.
-fn roots(images: &Images) -> GcRoots {
-    GcRoots {
+/// The collector's roots: every image the store names, and every layer (and snapshot
+/// chain) the build cache index refers to.
+fn roots(images: &Images, index: &CacheIndex) -> anyhow::Result<GcRoots> {
+    let mut cache = Vec::new();
+    for (_, record) in index.all()? {
+        for layer in &record.layers {
+            cache.push(layer.blob.clone());
+        }
+        let chains = ChainId::prefixes(record.layers.iter().map(|l| &l.diff_id));
+        cache.extend(chains.into_iter().map(|c| c.digest().clone()));
+    }
+    Ok(GcRoots {
         tagged: images
             .records()
             .iter()
             .map(|r| r.image.digest.clone())
             .collect(),
-        cache: Vec::new(),
-    }
+        cache,
+    })
+}
+
+/// Drops cache records whose layers a collection removed, so no build trusts them.
+fn forget_collected(index: &CacheIndex, content: &ContentStore) -> anyhow::Result<()> {
+    let stale: Vec<Digest> = index
+        .all()?
+        .into_iter()
+        .filter(|(_, record)| record.layers.iter().any(|l| !content.contains(&l.blob)))
+        .map(|(key, _)| key)
+        .collect();
+    index.remove(&stale)?;
+    Ok(())
 }
 
 /// Runs `kiln prune`.
@@ -63,7 +86,8 @@ pub fn prune(root: &Path, args: PruneArgs) -> anyhow::Result<ExitCode> {
         }
         Ok(untagged)
     })?;
-    let roots = roots(&state.images.read()?);
+    let index = exclusive.store().index();
+    let roots = roots(&state.images.read()?, &index)?;
     let report = exclusive.gc(
         &roots,
         &GcOptions {
@@ -71,6 +95,7 @@ pub fn prune(root: &Path, args: PruneArgs) -> anyhow::Result<ExitCode> {
             all: args.all,
         },
     )?;
+    forget_collected(&index, exclusive.store().content())?;
     let mut out = io::stdout().lock();
     for image in &removed {
         writeln!(out, "Deleted: {}", image.config)?;
@@ -86,7 +111,8 @@ pub fn prune(root: &Path, args: PruneArgs) -> anyhow::Result<ExitCode> {
 /// Runs `kiln du`.
 pub fn du(root: &Path, args: DuArgs) -> anyhow::Result<ExitCode> {
     let state = State::open(root)?;
-    let usage = state.store.disk_usage(&roots(&state.images.read()?))?;
+    let roots = roots(&state.images.read()?, &state.store.index())?;
+    let usage = state.store.disk_usage(&roots)?;
     let mut out = io::stdout().lock();
     match args.format {
         OutputFormat::Table => {
