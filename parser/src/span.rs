@@ -5,6 +5,8 @@
 //! Dockerfile:12"), and as a byte range, which is what a diagnostic renderer needs to
 //! draw a caret. Both are computed once, at parse time, from a [`LineIndex`].
 
+use std::cell::Cell;
+
 use serde::Serialize;
 
 /// A range of the Dockerfile text.
@@ -44,23 +46,42 @@ impl From<Span> for miette::SourceSpan {
 pub(crate) struct LineIndex<'a> {
     text: &'a str,
     starts: Vec<usize>,
+    /// The line last looked up: parsing asks about nearby offsets in order, so most
+    /// lookups are answered without a search.
+    last: Cell<usize>,
 }
 
 impl<'a> LineIndex<'a> {
     pub(crate) fn new(text: &'a str) -> LineIndex<'a> {
-        let mut starts = vec![0];
-        starts.extend(
-            text.bytes()
-                .enumerate()
-                .filter(|&(_, b)| b == b'\n')
-                .map(|(i, _)| i + 1),
-        );
-        LineIndex { text, starts }
+        let mut starts = Vec::with_capacity(text.len() / 32 + 1);
+        starts.push(0);
+        starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        LineIndex {
+            text,
+            starts,
+            last: Cell::new(1),
+        }
+    }
+
+    /// The number of lines.
+    pub(crate) fn line_count(&self) -> usize {
+        self.starts.len()
+    }
+
+    /// Whether byte `offset` is on 1-based line `line`.
+    fn holds(&self, line: usize, offset: usize) -> bool {
+        self.starts[line - 1] <= offset && self.starts.get(line).is_none_or(|&next| offset < next)
     }
 
     /// The 1-based line holding byte `offset`.
     fn line_of(&self, offset: usize) -> usize {
-        self.starts.partition_point(|&s| s <= offset).max(1)
+        let hint = self.last.get();
+        let line = [hint, hint + 1]
+            .into_iter()
+            .find(|&l| l <= self.starts.len() && self.holds(l, offset))
+            .unwrap_or_else(|| self.starts.partition_point(|&s| s <= offset).max(1));
+        self.last.set(line);
+        line
     }
 
     /// The span of bytes `start..end`.

@@ -26,7 +26,9 @@ use serde::Serialize;
 
 use crate::error::{ErrorKind, ParseError};
 use crate::span::Span;
-use crate::syntax::{self, CheckConfig, Directive, Node, SyntaxTree};
+use crate::syntax::{
+    self, CheckConfig, Directive, KEYWORD_MAX, Node, SyntaxTree, lowercase_keyword,
+};
 use chmod::Chmod;
 use flags::{Flags, Kind};
 use mount::Mount;
@@ -336,8 +338,8 @@ pub(crate) fn build(tree: SyntaxTree) -> Result<Dockerfile, ParseError> {
         global_args: Vec::new(),
         stages: Vec::new(),
     };
-    for node in tree.nodes {
-        let command = match typed(&node)? {
+    for mut node in tree.nodes {
+        let command = match typed(&mut node)? {
             Typed::From {
                 name,
                 base,
@@ -381,91 +383,83 @@ enum Typed {
     Command(Command),
 }
 
-fn typed(node: &Node) -> Result<Typed, ParseError> {
-    let err = |kind| ParseError::new(kind, node.keyword_span);
-    let no_flags = |instruction| Flags::parse(instruction, &node.flags, &[]).map(drop);
-    let args = &node.args;
-    let one = |instruction| match args.as_slice() {
-        [one] => Ok(one.clone()),
+fn typed(node: &mut Node) -> Result<Typed, ParseError> {
+    let at = node.keyword_span;
+    let err = |kind| ParseError::new(kind, at);
+    let no_flags = |instruction, node: &Node| Flags::parse(instruction, &node.flags, &[]).map(drop);
+    let one = |instruction, node: &mut Node| match node.args.as_mut_slice() {
+        [one] => Ok(std::mem::take(one)),
         _ => Err(err(ErrorKind::ExactlyOneArgument { instruction })),
     };
-    let command = match node.keyword.to_ascii_lowercase().as_str() {
+    let at_least_one = |instruction, node: &Node| match node.args.is_empty() {
+        true => Err(err(ErrorKind::AtLeastOneArgument { instruction })),
+        false => Ok(()),
+    };
+    let mut buf = [0u8; KEYWORD_MAX];
+    let command = match lowercase_keyword(&node.keyword, &mut buf) {
         "from" => return from(node),
         "run" => Command::Run(run(node)?),
         "cmd" => {
-            no_flags("CMD")?;
+            no_flags("CMD", node)?;
             Command::Cmd(command_line(node))
         }
         "entrypoint" => {
-            no_flags("ENTRYPOINT")?;
+            no_flags("ENTRYPOINT", node)?;
             Command::Entrypoint(command_line(node))
         }
         "shell" => {
-            no_flags("SHELL")?;
+            no_flags("SHELL", node)?;
+            at_least_one("SHELL", node)?;
             match command_line(node) {
-                CommandLine::Exec(v) if v.is_empty() => {
-                    return Err(err(ErrorKind::AtLeastOneArgument {
-                        instruction: "SHELL",
-                    }));
-                }
                 CommandLine::Exec(v) => Command::Shell(v),
-                CommandLine::Shell(s) if s.is_empty() => {
-                    return Err(err(ErrorKind::AtLeastOneArgument {
-                        instruction: "SHELL",
-                    }));
-                }
                 CommandLine::Shell(_) => return Err(err(ErrorKind::ShellNotJson)),
             }
         }
         "copy" => Command::Copy(copy(node)?),
         "add" => Command::Add(add(node)?),
         "env" => {
-            no_flags("ENV")?;
+            no_flags("ENV", node)?;
             Command::Env(key_values(node, "ENV")?)
         }
         "label" => {
-            no_flags("LABEL")?;
+            no_flags("LABEL", node)?;
             Command::Label(key_values(node, "LABEL")?)
         }
         "arg" => Command::Arg(arg(node)?),
         "expose" => {
-            if args.is_empty() {
-                return Err(err(ErrorKind::AtLeastOneArgument {
-                    instruction: "EXPOSE",
-                }));
-            }
-            no_flags("EXPOSE")?;
-            let mut ports = args.clone();
+            at_least_one("EXPOSE", node)?;
+            no_flags("EXPOSE", node)?;
+            let mut ports = std::mem::take(&mut node.args);
             ports.sort();
             Command::Expose(ports)
         }
         "volume" => {
-            if args.is_empty() {
-                return Err(err(ErrorKind::AtLeastOneArgument {
-                    instruction: "VOLUME",
-                }));
-            }
-            no_flags("VOLUME")?;
-            let volumes = args.iter().map(|v| v.trim().to_owned()).collect::<Vec<_>>();
+            at_least_one("VOLUME", node)?;
+            no_flags("VOLUME", node)?;
+            let volumes = node
+                .args
+                .iter()
+                .map(|v| v.trim().to_owned())
+                .collect::<Vec<_>>();
             if volumes.iter().any(String::is_empty) {
                 return Err(err(ErrorKind::EmptyVolume));
             }
             Command::Volume(volumes)
         }
         "user" => {
-            let user = one("USER")?;
-            no_flags("USER")?;
+            let user = one("USER", node)?;
+            no_flags("USER", node)?;
             Command::User(user)
         }
         "workdir" => {
-            let dir = one("WORKDIR")?;
-            no_flags("WORKDIR")?;
+            let dir = one("WORKDIR", node)?;
+            no_flags("WORKDIR", node)?;
             Command::Workdir(dir)
         }
-        "stopsignal" => Command::Stopsignal(one("STOPSIGNAL")?),
+        "stopsignal" => Command::Stopsignal(one("STOPSIGNAL", node)?),
         "maintainer" => {
-            let who = one("MAINTAINER")?;
-            no_flags("MAINTAINER")?;
+            let who = one("MAINTAINER", node)?;
+            no_flags("MAINTAINER", node)?;
             Command::Maintainer(who)
         }
         "healthcheck" => Command::Healthcheck(healthcheck(node)?),
@@ -479,7 +473,7 @@ fn typed(node: &Node) -> Result<Typed, ParseError> {
     Ok(Typed::Command(command))
 }
 
-fn from(node: &Node) -> Result<Typed, ParseError> {
+fn from(node: &mut Node) -> Result<Typed, ParseError> {
     let err = |kind| ParseError::new(kind, node.keyword_span);
     let name = match node.args.as_slice() {
         [_] => None,
@@ -498,17 +492,18 @@ fn from(node: &Node) -> Result<Typed, ParseError> {
     let flags = Flags::parse("FROM", &node.flags, &[("platform", Kind::Value)])?;
     Ok(Typed::From {
         name,
-        base: node.args[0].clone(),
+        base: std::mem::take(&mut node.args[0]),
         platform: flags.string("platform"),
     })
 }
 
 /// BuildKit's `handleJSONArgs`: exec form as is, shell form joined into one string.
-fn command_line(node: &Node) -> CommandLine {
-    if node.json {
-        CommandLine::Exec(node.args.clone())
-    } else {
-        CommandLine::Shell(node.args.join(" "))
+fn command_line(node: &mut Node) -> CommandLine {
+    let mut args = std::mem::take(&mut node.args);
+    match (node.json, args.len()) {
+        (true, _) => CommandLine::Exec(args),
+        (false, 1) => CommandLine::Shell(args.pop().unwrap_or_default()),
+        (false, _) => CommandLine::Shell(args.join(" ")),
     }
 }
 
@@ -525,7 +520,7 @@ fn inline_file(doc: &syntax::Heredoc, chomp: bool) -> InlineFile {
     }
 }
 
-fn run(node: &Node) -> Result<RunInstruction, ParseError> {
+fn run(node: &mut Node) -> Result<RunInstruction, ParseError> {
     let flags = Flags::parse(
         "RUN",
         &node.flags,
@@ -591,20 +586,22 @@ fn run(node: &Node) -> Result<RunInstruction, ParseError> {
 
 /// Sources, destination and the flags COPY and ADD share.
 fn file_transfer(
-    node: &Node,
+    node: &mut Node,
     instruction: &'static str,
     flags: &Flags,
 ) -> Result<FileTransfer, ParseError> {
-    let err = |kind| ParseError::new(kind, node.keyword_span);
-    let Some((dest, sources)) = node.args.split_last() else {
+    let at = node.keyword_span;
+    let err = |kind| ParseError::new(kind, at);
+    let mut sources = std::mem::take(&mut node.args);
+    let Some(dest) = sources.pop() else {
         return Err(err(ErrorKind::NoDestination { instruction }));
     };
-    if syntax::heredoc::parse_marker(dest).is_some() {
+    if syntax::heredoc::parse_marker(&dest).is_some() {
         return Err(err(ErrorKind::HeredocDestination { instruction }));
     }
     let sources = sources
-        .iter()
-        .map(|src| match syntax::heredoc::parse_marker(src) {
+        .into_iter()
+        .map(|src| match syntax::heredoc::parse_marker(&src) {
             Some(marker) => {
                 let doc = node.heredocs.iter().rev().find(|d| d.name == marker.name);
                 Source::Heredoc(match doc {
@@ -617,7 +614,7 @@ fn file_transfer(
                     },
                 })
             }
-            None => Source::Path(src.clone()),
+            None => Source::Path(src),
         })
         .collect();
     let chmod = match flags.value("chmod") {
@@ -631,7 +628,7 @@ fn file_transfer(
     };
     Ok(FileTransfer {
         sources,
-        dest: dest.clone(),
+        dest,
         chown: flags.string("chown"),
         chmod,
         link: flags.bool("link").unwrap_or(false),
@@ -639,7 +636,7 @@ fn file_transfer(
     })
 }
 
-fn copy(node: &Node) -> Result<CopyInstruction, ParseError> {
+fn copy(node: &mut Node) -> Result<CopyInstruction, ParseError> {
     if node.args.len() < 2 {
         return Err(ParseError::new(
             ErrorKind::NoDestination {
@@ -667,7 +664,7 @@ fn copy(node: &Node) -> Result<CopyInstruction, ParseError> {
     })
 }
 
-fn add(node: &Node) -> Result<AddInstruction, ParseError> {
+fn add(node: &mut Node) -> Result<AddInstruction, ParseError> {
     if node.args.len() < 2 {
         return Err(ParseError::new(
             ErrorKind::NoDestination { instruction: "ADD" },
@@ -695,26 +692,31 @@ fn add(node: &Node) -> Result<AddInstruction, ParseError> {
     })
 }
 
-fn key_values(node: &Node, instruction: &'static str) -> Result<Vec<KeyValue>, ParseError> {
-    let err = |kind| ParseError::new(kind, node.keyword_span);
+fn key_values(node: &mut Node, instruction: &'static str) -> Result<Vec<KeyValue>, ParseError> {
+    let at = node.keyword_span;
+    let err = |kind| ParseError::new(kind, at);
     if node.args.is_empty() {
         return Err(err(ErrorKind::AtLeastOneArgument { instruction }));
     }
-    node.args
-        .chunks(3)
-        .map(|triple| match triple {
-            [key, _, _] if key.is_empty() => Err(err(ErrorKind::BlankName { instruction })),
-            [key, value, sep] => Ok(KeyValue {
-                key: key.clone(),
-                value: value.clone(),
-                legacy: sep.is_empty(),
-            }),
-            _ => Err(err(ErrorKind::AtLeastOneArgument { instruction })),
-        })
-        .collect()
+    let mut words = std::mem::take(&mut node.args).into_iter();
+    let mut pairs = Vec::with_capacity(words.len() / 3);
+    while let Some(key) = words.next() {
+        let (Some(value), Some(sep)) = (words.next(), words.next()) else {
+            return Err(err(ErrorKind::AtLeastOneArgument { instruction }));
+        };
+        if key.is_empty() {
+            return Err(err(ErrorKind::BlankName { instruction }));
+        }
+        pairs.push(KeyValue {
+            key,
+            value,
+            legacy: sep.is_empty(),
+        });
+    }
+    Ok(pairs)
 }
 
-fn arg(node: &Node) -> Result<ArgInstruction, ParseError> {
+fn arg(node: &mut Node) -> Result<ArgInstruction, ParseError> {
     let err = |kind| ParseError::new(kind, node.keyword_span);
     if node.args.is_empty() {
         return Err(err(ErrorKind::AtLeastOneArgument { instruction: "ARG" }));
@@ -729,7 +731,7 @@ fn arg(node: &Node) -> Result<ArgInstruction, ParseError> {
                 default: Some(default.to_owned()),
             }),
             None => Ok(ArgDecl {
-                name: word.clone(),
+                name: word.to_owned(),
                 default: None,
             }),
         })
@@ -758,7 +760,7 @@ fn duration(flags: &Flags, flag: &'static str) -> Result<Duration, ParseError> {
     }
 }
 
-fn healthcheck(node: &Node) -> Result<Healthcheck, ParseError> {
+fn healthcheck(node: &mut Node) -> Result<Healthcheck, ParseError> {
     let err = |kind| ParseError::new(kind, node.keyword_span);
     let Some((kind, rest)) = node.args.split_first() else {
         return Err(err(ErrorKind::AtLeastOneArgument {

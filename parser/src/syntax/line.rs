@@ -10,33 +10,39 @@
 
 use crate::error::{ErrorKind, ParseError};
 use crate::span::{LineIndex, Span};
-use crate::syntax::{Flag, Node};
+use crate::syntax::{Flag, KEYWORD_MAX, Node, lowercase_keyword};
 
 /// A logical line: physical line pieces glued together by continuations, with the map
 /// back to source offsets.
 pub(crate) struct Logical {
     pub(crate) text: String,
-    /// `(offset in text, offset in source)` where each piece starts.
-    pieces: Vec<(usize, usize)>,
+    /// Where the first piece starts in the source.
+    first: usize,
+    /// `(offset in text, offset in source)` where each further piece starts (empty, and
+    /// so never allocated, for the common one-line instruction).
+    more: Vec<(usize, usize)>,
 }
 
 impl Logical {
     pub(crate) fn new(piece: &str, source_offset: usize) -> Logical {
         Logical {
             text: piece.to_owned(),
-            pieces: vec![(0, source_offset)],
+            first: source_offset,
+            more: Vec::new(),
         }
     }
 
     pub(crate) fn push(&mut self, piece: &str, source_offset: usize) {
-        self.pieces.push((self.text.len(), source_offset));
+        self.more.push((self.text.len(), source_offset));
         self.text.push_str(piece);
     }
 
     /// The source offset of text offset `at`.
     fn source(&self, at: usize) -> usize {
-        let i = self.pieces.partition_point(|p| p.0 <= at).max(1) - 1;
-        let (text_start, source_start) = self.pieces[i];
+        let (text_start, source_start) = match self.more.partition_point(|p| p.0 <= at) {
+            0 => (0, self.first),
+            i => self.more[i - 1],
+        };
         source_start + (at - text_start)
     }
 
@@ -71,6 +77,7 @@ fn is_split_space(c: char) -> bool {
 }
 
 /// Builds the node of the line text `line`, found at offset `base` of the logical line.
+/// The caller fills in [`Node::original`], which it may own already.
 pub(crate) fn node_from_line(
     ctx: &LineContext<'_, '_>,
     line: &str,
@@ -98,11 +105,12 @@ pub(crate) fn node_from_line(
         trigger: None,
         json: false,
         heredocs: Vec::new(),
-        original: line.to_owned(),
+        original: String::new(),
         span: ctx.span(start, base + line.trim_end().len()),
         keyword_span,
     };
-    match keyword.to_ascii_lowercase().as_str() {
+    let mut buf = [0u8; KEYWORD_MAX];
+    match lowercase_keyword(keyword, &mut buf) {
         "add" | "copy" | "volume" => match parse_json(rest).map_err(error)? {
             Some(args) => (node.args, node.json) = (args, true),
             None => node.args = split_whitespace(rest),
@@ -110,7 +118,12 @@ pub(crate) fn node_from_line(
         "cmd" | "entrypoint" | "run" | "shell" => {
             (node.args, node.json) = maybe_json(rest).map_err(error)?
         }
-        "arg" => node.args = words(rest, ctx.escape),
+        "arg" => {
+            node.args = words(rest, ctx.escape)
+                .into_iter()
+                .map(str::to_owned)
+                .collect()
+        }
         "env" => node.args = name_values(rest, ctx.escape, "ENV").map_err(error)?,
         "label" => node.args = name_values(rest, ctx.escape, "LABEL").map_err(error)?,
         "expose" | "from" => node.args = split_whitespace(rest),
@@ -131,7 +144,8 @@ pub(crate) fn node_from_line(
         }
         "onbuild" => {
             if !rest.is_empty() {
-                let child = node_from_line(ctx, rest, rest_base)?;
+                let mut child = node_from_line(ctx, rest, rest_base)?;
+                child.original = rest.to_owned();
                 node.trigger = Some(Box::new(child));
             }
         }
@@ -223,58 +237,47 @@ fn split_whitespace(rest: &str) -> Vec<String> {
         .collect()
 }
 
-/// BuildKit's `parseWords`: whitespace-separated words, quotes and escapes kept.
-pub(crate) fn words(rest: &str, escape: char) -> Vec<String> {
+/// BuildKit's `parseWords`: whitespace-separated words, quotes and escapes kept. Each
+/// word is a slice of `rest` (only an escape character ending the input is dropped).
+pub(crate) fn words(rest: &str, escape: char) -> Vec<&str> {
     let mut out = Vec::new();
-    let mut word = String::new();
+    let mut start: Option<usize> = None;
     let mut blank_ok = false;
-    let mut in_word = false;
     let mut quote: Option<char> = None;
-    let mut chars = rest.chars().peekable();
-    while let Some(c) = chars.next() {
-        match quote {
-            None if !in_word && c.is_whitespace() => continue,
-            None if c.is_whitespace() => {
-                if blank_ok || !word.is_empty() {
-                    out.push(std::mem::take(&mut word));
+    let mut chars = rest.char_indices();
+    let mut end = rest.len();
+    while let Some((i, c)) = chars.next() {
+        match (quote, start) {
+            (None, None) if c.is_whitespace() => continue,
+            (None, Some(s)) if c.is_whitespace() => {
+                if blank_ok || i > s {
+                    out.push(&rest[s..i]);
                 }
+                start = None;
                 blank_ok = false;
-                in_word = false;
                 continue;
             }
-            None => {
-                in_word = true;
-                if c == '\'' || c == '"' {
-                    quote = Some(c);
-                    blank_ok = true;
-                }
-                if c == escape {
-                    let Some(n) = chars.next() else { continue };
-                    word.push(c);
-                    word.push(n);
-                    continue;
-                }
-                word.push(c);
+            _ => {}
+        }
+        start.get_or_insert(i);
+        match quote {
+            None if c == '\'' || c == '"' => {
+                quote = Some(c);
+                blank_ok = true;
             }
-            Some(q) => {
-                if c == q {
-                    quote = None;
-                }
-                if c == escape && q != '\'' {
-                    let Some(n) = chars.next() else {
-                        quote = None;
-                        continue;
-                    };
-                    word.push(c);
-                    word.push(n);
-                    continue;
-                }
-                word.push(c);
+            Some(q) if c == q => quote = None,
+            Some('\'') => {}
+            _ if c == escape && chars.next().is_none() => {
+                end = i;
+                quote = None;
             }
+            _ => {}
         }
     }
-    if in_word && (blank_ok || !word.is_empty()) {
-        out.push(word);
+    if let Some(s) = start
+        && (blank_ok || end > s)
+    {
+        out.push(&rest[s..end]);
     }
     out
 }
@@ -303,7 +306,9 @@ fn name_values(
     let mut out = Vec::with_capacity(words.len() * 3);
     for word in words {
         let Some((key, value)) = word.split_once('=') else {
-            return Err(ErrorKind::MissingEquals { word });
+            return Err(ErrorKind::MissingEquals {
+                word: word.to_owned(),
+            });
         };
         out.extend([key.to_owned(), value.to_owned(), "=".to_owned()]);
     }

@@ -92,6 +92,22 @@ pub struct Heredoc {
     pub span: Span,
 }
 
+/// The longest instruction keyword (`HEALTHCHECK`, `ENTRYPOINT`, `MAINTAINER`) fits.
+pub(crate) const KEYWORD_MAX: usize = 16;
+
+/// `keyword` lowercased into `buf` without allocating; an over-long keyword (never an
+/// instruction) comes back as is.
+pub(crate) fn lowercase_keyword<'b>(keyword: &'b str, buf: &'b mut [u8; KEYWORD_MAX]) -> &'b str {
+    match buf.get_mut(..keyword.len()) {
+        Some(dst) if keyword.is_ascii() => {
+            dst.copy_from_slice(keyword.as_bytes());
+            dst.make_ascii_lowercase();
+            std::str::from_utf8(dst).unwrap_or(keyword)
+        }
+        _ => keyword,
+    }
+}
+
 /// A physical line of the input.
 #[derive(Clone, Copy)]
 struct PhysLine<'a> {
@@ -174,7 +190,7 @@ pub fn parse_syntax(src: &str) -> Result<SyntaxTree, ParseError> {
     let mut tree = SyntaxTree {
         directives: Vec::new(),
         escape: '\\',
-        nodes: Vec::new(),
+        nodes: Vec::with_capacity(index.line_count() / 2),
     };
     while let Some(first) = lines.next()? {
         let token = first.text.trim_start();
@@ -209,8 +225,10 @@ pub fn parse_syntax(src: &str) -> Result<SyntaxTree, ParseError> {
             escape: tree.escape,
         };
         let mut node = line::node_from_line(&ctx, &logical.text, 0)?;
-        if node.can_contain_heredoc() && logical.text.contains("<<") {
-            for marker in heredoc::markers(&logical.text) {
+        let has_markers = logical.text.contains("<<");
+        node.original = logical.text;
+        if has_markers && node.can_contain_heredoc() {
+            for marker in heredoc::markers(&node.original) {
                 let body_start = lines.pos;
                 let mut content = String::new();
                 let terminated = loop {
@@ -299,8 +317,11 @@ impl Node {
             (Some(trigger), true) => trigger,
             _ => self,
         };
-        let keyword = node.keyword.to_ascii_lowercase();
-        matches!(keyword.as_str(), "run" | "copy" | "add") && !node.json
+        let mut buf = [0u8; KEYWORD_MAX];
+        matches!(
+            lowercase_keyword(&node.keyword, &mut buf),
+            "run" | "copy" | "add"
+        ) && !node.json
     }
 }
 
