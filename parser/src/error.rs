@@ -31,7 +31,7 @@ impl miette::Diagnostic for ParseError {
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = miette::LabeledSpan> + '_>> {
-        let label = miette::LabeledSpan::new_with_span(Some(self.kind.to_string()), self.span);
+        let label = miette::LabeledSpan::new_with_span(None, self.span);
         Some(Box::new(std::iter::once(label)))
     }
 }

@@ -3,4 +3,5 @@
 mod archives;
 mod debug_expand;
 mod images;
+mod debug_parse;
 mod support;
