@@ -57,6 +57,7 @@ mod bundle;
 mod cancel;
 mod error;
 mod etc_files;
+pub mod file;
 mod mount;
 mod request;
 mod rootpath;

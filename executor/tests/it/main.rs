@@ -4,6 +4,7 @@
 //! package `busybox-static`); a missing one fails the test with a message naming it.
 
 mod cleanup;
+mod file;
 mod layer;
 mod mounts;
 mod network;
