@@ -34,6 +34,11 @@ pub struct LayerRecord {
     pub size: u64,
     /// Media type of the blob.
     pub media_type: String,
+    /// When the step that made the layer ran (seconds since the epoch; 0 when the layer
+    /// came from elsewhere). A cached result keeps its layers' times, so an image
+    /// rebuilt from the cache has the same history, and the same ID.
+    #[serde(default)]
+    pub created: i64,
 }
 
 /// What a cache key stands for.
@@ -232,6 +237,7 @@ mod tests {
                 blob: Digest::of(&[n, n]),
                 size: n as u64,
                 media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+                created: 7,
             }],
             created: 1,
         }

@@ -4,6 +4,7 @@
 //! them once, with their causes, as `kiln: error: …`.
 
 mod archive;
+mod build;
 mod debug;
 mod history;
 mod human;
@@ -32,6 +33,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Build an image from a Dockerfile and a context.
+    Build(Box<build::BuildArgs>),
     /// Tools for looking inside kiln's parser.
     #[command(subcommand)]
     Debug(debug::DebugCommand),
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let root = root::resolve(cli.root);
     let result = match cli.command {
+        Command::Build(args) => build::run(&root, *args),
         Command::Debug(cmd) => debug::run(cmd),
         Command::Images(args) => images::images(&root, args),
         Command::Inspect(args) => images::inspect(&root, args),

@@ -8,6 +8,8 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
+pub(crate) use parse::diagnostic;
+
 /// The `kiln debug` subcommands.
 #[derive(Subcommand)]
 pub enum DebugCommand {

@@ -1,7 +1,8 @@
 //! End-to-end tests of the `kiln` binary, one module per area.
 
+mod build;
 mod archives;
 mod debug_expand;
-mod images;
 mod debug_parse;
+mod images;
 mod support;

@@ -149,6 +149,9 @@ pub struct Lowered {
     pub image: ImageConfig,
     /// The image the target's filesystem starts from, whose layers come first.
     pub base: Option<VertexId>,
+    /// How many entries at the start of the history came with that image (the rest
+    /// were added by this build).
+    pub inherited_history: usize,
     /// For each history entry added by this build that has a layer, the step that
     /// produced it, in history order.
     pub layers: Vec<LayerStep>,
@@ -720,6 +723,7 @@ pub async fn lower(
         target: state.fs,
         image: state.image,
         base: state.base,
+        inherited_history: state.inherited_history,
         layers: state.layers,
         stages_built,
     })
@@ -1026,6 +1030,7 @@ fn start_stage(
                 args: Vec::new(),
                 layers: Vec::new(),
                 base: Some(image.vertex),
+                inherited_history: config.history.len(),
                 step: 0,
                 total: 0,
                 in_trigger: false,
@@ -1042,6 +1047,7 @@ fn start_stage(
             args: Vec::new(),
             layers: Vec::new(),
             base: None,
+            inherited_history: 0,
             step: 0,
             total: 0,
             in_trigger: false,

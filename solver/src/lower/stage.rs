@@ -35,6 +35,8 @@ pub(crate) struct StageState {
     pub(crate) layers: Vec<LayerStep>,
     /// The image the stage's filesystem starts from, if any.
     pub(crate) base: Option<VertexId>,
+    /// How many history entries at the start came with that image.
+    pub(crate) inherited_history: usize,
     /// Steps numbered so far and in all.
     pub(crate) step: usize,
     pub(crate) total: usize,

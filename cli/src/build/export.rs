@@ -1,0 +1,267 @@
+//! The end of a build: the target's layers and configuration become an image — a
+//! config blob and a manifest in the content store — and go where `--output` says.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use jiff::Timestamp;
+use kiln_cache::{ContentStore, LayerRecord};
+use kiln_image::archive::{ArchiveFormat, ArchiveImage, save};
+use kiln_image::config::ImageConfig;
+use kiln_image::oci_spec::image::{Descriptor, ImageManifestBuilder, MediaType};
+use kiln_image::store::{ImageStore, ImageTarget};
+use kiln_image::{BlobWrite, Digest, ImageRef};
+use kiln_solver::VertexId;
+use kiln_solver::lower::LayerStep;
+
+use super::worker::{StateRef, WorkerParts};
+use crate::state::display_name;
+
+/// `--output`.
+#[derive(Debug)]
+pub enum Output {
+    /// Into the image store, under these names (none: untagged).
+    Image(Vec<ImageRef>),
+    /// An archive file: OCI layout or `docker load` format.
+    Archive {
+        /// Which format.
+        format: ArchiveFormat,
+        /// The file.
+        dest: PathBuf,
+        /// Names recorded in the archive.
+        names: Vec<ImageRef>,
+    },
+}
+
+impl Output {
+    /// Parses `--output` (`type=image`, `type=oci,dest=F`, `type=docker,dest=F`).
+    pub fn parse(spec: Option<&str>, names: Vec<ImageRef>) -> anyhow::Result<Output> {
+        let Some(spec) = spec else {
+            return Ok(Output::Image(names));
+        };
+        let mut kind = None;
+        let mut dest = None;
+        for field in spec.split(',') {
+            match field.split_once('=') {
+                Some(("type", v)) => kind = Some(v.to_owned()),
+                Some(("dest", v)) => dest = Some(PathBuf::from(v)),
+                _ => bail!("--output {spec:?}: unknown field {field:?}"),
+            }
+        }
+        let need_dest = |what: &str| {
+            dest.clone()
+                .with_context(|| format!("--output type={what} needs dest=FILE"))
+        };
+        Ok(match kind.as_deref() {
+            None | Some("image") => Output::Image(names),
+            Some("oci") => Output::Archive {
+                format: ArchiveFormat::Oci,
+                dest: need_dest("oci")?,
+                names,
+            },
+            Some("docker") => Output::Archive {
+                format: ArchiveFormat::Docker,
+                dest: need_dest("docker")?,
+                names,
+            },
+            Some(other) => bail!("--output type={other} is not supported (image, oci, docker)"),
+        })
+    }
+}
+
+/// The lowered image and what the exporter needs to know of how it was lowered.
+#[derive(Clone, Copy)]
+pub struct LoweredImage<'a> {
+    /// The configuration and history as lowered.
+    pub image: &'a ImageConfig,
+    /// The target's filesystem.
+    pub target: VertexId,
+    /// The history entries with a layer, and their steps.
+    pub steps: &'a [LayerStep],
+    /// How many history entries came with the base image.
+    pub inherited_history: usize,
+    /// `SOURCE_DATE_EPOCH`, when set (then every time is already fixed).
+    pub epoch: Option<i64>,
+}
+
+/// Dates the history entries this build added by the layers they belong to: an entry
+/// with a layer gets the time its layer was made, one without takes the time of the
+/// layer before it (or after it, when it comes first). A rebuild from the cache thus
+/// has the same history and image ID, while a step that really ran shows when it ran.
+fn date_history(
+    config: &mut ImageConfig,
+    inherited: usize,
+    steps: &[LayerStep],
+    results: &BTreeMap<VertexId, StateRef>,
+) -> anyhow::Result<()> {
+    let mut times: Vec<Option<i64>> = vec![None; config.history.len()];
+    for step in steps {
+        if config.history.get(step.history).is_some_and(|h| !h.empty_layer) {
+            times[step.history] = chain(results, &step.vertex)?.last().map(|l| l.created);
+        }
+    }
+    let mut last = None;
+    for t in times.iter_mut().skip(inherited) {
+        match t {
+            Some(_) => last = *t,
+            None => *t = last,
+        }
+    }
+    let mut next = None;
+    for t in times.iter_mut().skip(inherited).rev() {
+        match t {
+            Some(_) => next = *t,
+            None => *t = next,
+        }
+    }
+    let format = |secs: i64| jiff::Timestamp::from_second(secs).map(|t| t.to_string());
+    for (entry, time) in config.history.iter_mut().zip(&times).skip(inherited) {
+        if let Some(secs) = time {
+            entry.created = Some(format(*secs)?);
+        }
+    }
+    if let Some(Some(secs)) = times.iter().skip(inherited).last() {
+        config.created = Some(format(*secs)?);
+    }
+    Ok(())
+}
+
+/// The layers of a solved step.
+fn chain<'r>(
+    results: &'r BTreeMap<VertexId, StateRef>,
+    id: &VertexId,
+) -> anyhow::Result<&'r [LayerRecord]> {
+    results
+        .get(id)
+        .with_context(|| format!("step {} was not solved", id.index()))?
+        .layers()
+}
+
+/// What was exported.
+pub struct Exported {
+    /// The manifest digest.
+    pub manifest: Digest,
+    /// The config digest (the image ID).
+    pub config: Digest,
+    /// The names it was given, as Docker shows them.
+    pub names: Vec<String>,
+}
+
+/// Writes the image — `image` as lowered, over the layers of `target`, with the
+/// history entries of `steps` that turned out empty marked so — and sends it to `output`.
+pub fn export(
+    parts: &WorkerParts,
+    lowered: &LoweredImage<'_>,
+    results: &BTreeMap<VertexId, StateRef>,
+    output: &Output,
+) -> anyhow::Result<Exported> {
+    let LoweredImage {
+        image,
+        target,
+        steps,
+        inherited_history,
+        epoch,
+    } = *lowered;
+    let state = |id: &VertexId| chain(results, id);
+    let layers = state(&target)?;
+    let mut config = image.clone();
+    for step in steps {
+        let after = state(&step.vertex)?.len();
+        let before = match &step.parent {
+            Some(parent) => state(parent)?.len(),
+            None => 0,
+        };
+        if after == before
+            && let Some(entry) = config.history.get_mut(step.history)
+        {
+            // The step changed nothing: BuildKit leaves the empty diff out.
+            entry.empty_layer = true;
+        }
+    }
+    if epoch.is_none() {
+        date_history(&mut config, inherited_history, steps, results)?;
+    }
+    config.rootfs.diff_ids = layers.iter().map(|l| l.diff_id.clone()).collect();
+    let with_layer = config.history.iter().filter(|h| !h.empty_layer).count();
+    if with_layer != layers.len() {
+        bail!(
+            "internal error: the image has {} layers but {with_layer} history entries with a layer",
+            layers.len()
+        );
+    }
+
+    let content = parts.store.content();
+    let (manifest, config_digest) = store_image(content, &config, layers)?;
+    let names = match output {
+        Output::Image(names) => {
+            let images = ImageStore::open(parts.store.root());
+            images.update(|all| -> anyhow::Result<()> {
+                if names.is_empty() {
+                    all.add_untagged(manifest.clone(), Timestamp::now());
+                }
+                for name in names {
+                    all.tag(name.clone(), manifest.clone(), Timestamp::now())?;
+                }
+                Ok(())
+            })?;
+            names.iter().map(display_name).collect()
+        }
+        Output::Archive {
+            format,
+            dest,
+            names,
+        } => {
+            let file = File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
+            let image = ArchiveImage {
+                names: names.clone(),
+                manifest: manifest.descriptor(),
+            };
+            save(BufWriter::new(file), *format, &[image], content)
+                .with_context(|| format!("writing {}", dest.display()))?;
+            Vec::new()
+        }
+    };
+    Ok(Exported {
+        manifest: manifest.digest,
+        config: config_digest,
+        names,
+    })
+}
+
+/// Stores `config` and an OCI manifest over `layers`; returns the manifest target and
+/// the config digest.
+pub fn store_image(
+    content: &ContentStore,
+    config: &ImageConfig,
+    layers: &[LayerRecord],
+) -> anyhow::Result<(ImageTarget, Digest)> {
+    let (config_digest, config_size) = content.put_blob(&serde_json::to_vec(config)?)?;
+    let manifest = ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageManifest)
+        .config(Descriptor::new(
+            MediaType::ImageConfig,
+            config_size,
+            &config_digest,
+        ))
+        .layers(
+            layers
+                .iter()
+                .map(|l| Descriptor::new(MediaType::from(l.media_type.as_str()), l.size, &l.blob))
+                .collect::<Vec<_>>(),
+        )
+        .build()?;
+    let (digest, size) = content.put_blob(&serde_json::to_vec(&manifest)?)?;
+    Ok((
+        ImageTarget {
+            media_type: MediaType::ImageManifest,
+            digest,
+            size,
+            config: config_digest.clone(),
+        },
+        config_digest,
+    ))
+}

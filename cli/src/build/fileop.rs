@@ -1,0 +1,305 @@
+//! File steps (COPY, ADD, WORKDIR, heredoc files) on a mounted view of the stage.
+//!
+//! The destination stage is mounted as an overlay with a fresh upper dir; the actions
+//! run against the merged view, exactly as a container would see the tree (symlinks
+//! resolved inside it, `/etc/passwd` of the stage for `--chown` names); the upper dir
+//! is then the step's layer. The files a COPY reads are chosen by the same walk that
+//! computed the step's cache key, so what is hashed is what is copied.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use kiln_cache::LayerRecord;
+use kiln_cache::context::{ContextTree, IgnoreMatcher, Selection};
+use kiln_executor::file::{self as files, CopyEntry, CopyRequest};
+use kiln_executor::{LinuxMounter, Mounter, OverlayMount, User};
+use kiln_cache::ScratchDir;
+use kiln_solver::op::{Chmod, CopyAction, FileAction, FileOp, Owner, Principal};
+
+use super::worker::{StateRef, WorkerParts};
+
+/// Runs a file op over its inputs and commits the changes as a layer.
+pub fn run(parts: &WorkerParts, op: &FileOp, inputs: &[StateRef]) -> anyhow::Result<StateRef> {
+    let base: &[LayerRecord] = if op.has_base {
+        inputs
+            .first()
+            .context("a file step has no base filesystem")?
+            .layers()?
+    } else {
+        &[]
+    };
+    let lowers = parts.lowerdirs(base)?;
+    let scratch = parts.snapshots.scratch()?;
+    let upper = scratch.path().join("upper");
+    fs::create_dir(&upper)?;
+    // Over an empty base the upper dir is the whole tree: no overlay needed.
+    let merged = if lowers.is_empty() {
+        None
+    } else {
+        Some(Overlay::mount(&scratch, lowers, &upper)?)
+    };
+    let root = merged.as_ref().map_or(upper.as_path(), |m| m.target.as_path());
+    for action in &op.actions {
+        apply(parts, root, action, inputs)?;
+    }
+    drop(merged);
+    parts.commit_upper(base, &upper)
+}
+
+fn apply(
+    parts: &WorkerParts,
+    root: &Path,
+    action: &FileAction,
+    inputs: &[StateRef],
+) -> anyhow::Result<()> {
+    match action {
+        FileAction::Copy(copy) => copy_action(parts, root, copy, inputs),
+        FileAction::Mkdir {
+            path,
+            mode,
+            parents,
+            owner,
+        } => {
+            let owner = resolve_owner(root, owner.as_ref())?;
+            files::mkdir(root, path, *mode, *parents, Some(owner))
+                .with_context(|| format!("creating directory {path}"))
+        }
+        FileAction::Mkfile {
+            path,
+            data,
+            mode,
+            owner,
+        } => {
+            let owner = resolve_owner(root, owner.as_ref())?;
+            files::mkfile(root, path, data, *mode, Some(owner))
+                .with_context(|| format!("creating file {path}"))
+        }
+        FileAction::Rm {
+            path,
+            allow_not_found,
+        } => files::rm(root, path, *allow_not_found).with_context(|| format!("removing {path}")),
+    }
+}
+
+fn copy_action(
+    parts: &WorkerParts,
+    root: &Path,
+    copy: &CopyAction,
+    inputs: &[StateRef],
+) -> anyhow::Result<()> {
+    let source = inputs
+        .get(copy.input)
+        .with_context(|| format!("copy source input {} is missing", copy.input))?;
+    let no_ignore = IgnoreMatcher::default();
+    let mut view = None;
+    let (tree_root, ignore, from_context) = match source {
+        StateRef::Context => (parts.context.dir.clone(), &parts.context.ignore, true),
+        StateRef::Layers(layers) => {
+            let mounted = ReadOnlyView::mount(parts, layers)?;
+            let path = mounted.path().to_owned();
+            view = Some(mounted);
+            (path, &no_ignore, false)
+        }
+    };
+    let selection = Selection {
+        sources: copy.sources.clone(),
+        wildcard: copy.allow_wildcard,
+        allow_empty: copy.allow_empty_wildcard,
+        excludes: copy.excludes.clone(),
+    };
+    let selected = ContextTree::new(&tree_root, ignore).select(&selection)?;
+    let dest_is_dir = copy.dest.ends_with('/')
+        || copy.sources.len() > 1
+        || selected.len() > 1
+        || files::resolve_in_root(root, &copy.dest)?.is_dir();
+    if selected.len() > 1 && !copy.dest.ends_with('/') {
+        bail!(
+            "when using COPY with more than one source file, the destination must be a directory and end with a /"
+        );
+    }
+    let mut entries = Vec::new();
+    for s in &selected {
+        let base_name = Path::new(&s.path)
+            .file_name()
+            .map(PathBuf::from)
+            .unwrap_or_default();
+        let prefix = if copy.parents {
+            PathBuf::from(&s.path)
+        } else if s.is_dir() && copy.dir_contents_only {
+            PathBuf::new()
+        } else if dest_is_dir {
+            base_name
+        } else {
+            PathBuf::new()
+        };
+        if copy.unpack && !s.is_dir() && files::is_archive(&s.entries[0].abs)? {
+            let owner = resolve_owner(root, copy.owner.as_ref())?;
+            files::unpack(root, &copy.dest, &s.entries[0].abs, Some(owner))
+                .with_context(|| format!("extracting {}", s.path))?;
+            continue;
+        }
+        for e in &s.entries {
+            entries.push(CopyEntry {
+                source: e.abs.clone(),
+                target: if e.rel.is_empty() {
+                    prefix.clone()
+                } else {
+                    prefix.join(&e.rel)
+                },
+            });
+        }
+    }
+    let owner = match &copy.owner {
+        Some(owner) => Some(resolve_owner(root, Some(owner))?),
+        // Files from the context belong to root; from a stage they keep their owner.
+        None if from_context => Some(files::Owner { uid: 0, gid: 0 }),
+        None => None,
+    };
+    let request = CopyRequest {
+        root: root.to_owned(),
+        dest: copy.dest.clone(),
+        entries,
+        owner,
+        chmod: copy.mode.as_ref().map(chmod).transpose()?,
+        create_parents: true,
+    };
+    files::copy(&request).with_context(|| format!("copying to {}", copy.dest))?;
+    drop(view);
+    Ok(())
+}
+
+fn chmod(mode: &Chmod) -> anyhow::Result<files::Chmod> {
+    let text = match mode {
+        Chmod::Octal(bits) => format!("{bits:o}"),
+        Chmod::Symbolic(expr) => expr.clone(),
+    };
+    text.parse()
+        .with_context(|| format!("--chmod={text}"))
+}
+
+fn owner_spec(owner: &Owner) -> String {
+    let part = |p: &Principal| match p {
+        Principal::Id(id) => id.to_string(),
+        Principal::Name(name) => name.clone(),
+    };
+    match &owner.group {
+        Some(group) => format!("{}:{}", part(&owner.user), part(group)),
+        None => part(&owner.user),
+    }
+}
+
+fn resolve_owner(root: &Path, owner: Option<&Owner>) -> anyhow::Result<files::Owner> {
+    let Some(owner) = owner else {
+        return Ok(files::Owner { uid: 0, gid: 0 });
+    };
+    let spec = owner_spec(owner);
+    files::resolve_owner(root, &spec).with_context(|| format!("--chown={spec}"))
+}
+
+/// Resolves a `USER` spec for a RUN step against the `/etc/passwd` and `/etc/group`
+/// of the stage, found in its lower dirs (top first) without mounting them.
+pub fn resolve_user_in_lowers(lowers: &[PathBuf], spec: &str, scratch: &Path) -> anyhow::Result<User> {
+    if spec.is_empty() {
+        return Ok(User::default());
+    }
+    let view = scratch.join("userdb");
+    fs::create_dir_all(view.join("etc"))?;
+    for name in ["passwd", "group"] {
+        let found = lowers
+            .iter()
+            .map(|l| l.join("etc").join(name))
+            .find(|p| fs::symlink_metadata(p).is_ok());
+        if let Some(path) = found
+            && path.is_file()
+        {
+            fs::copy(&path, view.join("etc").join(name))?;
+        }
+    }
+    let user = files::resolve_user(&view, spec).with_context(|| format!("USER {spec}"))?;
+    fs::remove_dir_all(&view)?;
+    Ok(user)
+}
+
+/// `base/rel`, refusing a `rel` that climbs out of `base`.
+pub fn join_inside(base: &Path, rel: &str) -> anyhow::Result<PathBuf> {
+    let cleaned = kiln_cache::context::pattern::clean(&format!("/{rel}"));
+    let rel = cleaned.trim_start_matches('/');
+    Ok(if rel.is_empty() {
+        base.to_owned()
+    } else {
+        base.join(rel)
+    })
+}
+
+/// An overlay mounted for the length of a step, unmounted when dropped.
+struct Overlay {
+    target: PathBuf,
+}
+
+impl Overlay {
+    fn mount(scratch: &ScratchDir, lowers: Vec<PathBuf>, upper: &Path) -> anyhow::Result<Overlay> {
+        let work = scratch.path().join("work");
+        let target = scratch.path().join("merged");
+        fs::create_dir_all(&work)?;
+        fs::create_dir_all(&target)?;
+        let overlay = OverlayMount {
+            lowers,
+            upper: upper.to_owned(),
+            work,
+        };
+        LinuxMounter.mount_overlay(&overlay, &target)?;
+        Ok(Overlay { target })
+    }
+}
+
+impl Drop for Overlay {
+    fn drop(&mut self) {
+        let _ = LinuxMounter.unmount(&self.target);
+    }
+}
+
+/// A stage's filesystem mounted read-only (writes go to a throw-away upper dir), for
+/// `COPY --from` and `RUN --mount=type=bind,from=…`.
+pub struct ReadOnlyView {
+    overlay: Option<Overlay>,
+    path: PathBuf,
+    _scratch: ScratchDir,
+}
+
+impl ReadOnlyView {
+    /// Mounts the chain `layers`.
+    pub fn mount(parts: &WorkerParts, layers: &[LayerRecord]) -> anyhow::Result<ReadOnlyView> {
+        let scratch = parts.snapshots.scratch()?;
+        let lowers = parts.lowerdirs(layers)?;
+        if lowers.is_empty() {
+            let empty = scratch.path().join("empty");
+            fs::create_dir(&empty)?;
+            return Ok(ReadOnlyView {
+                overlay: None,
+                path: empty,
+                _scratch: scratch,
+            });
+        }
+        let upper = scratch.path().join("upper");
+        fs::create_dir(&upper)?;
+        let overlay = Overlay::mount(&scratch, lowers, &upper)?;
+        Ok(ReadOnlyView {
+            path: overlay.target.clone(),
+            overlay: Some(overlay),
+            _scratch: scratch,
+        })
+    }
+
+    /// The mounted tree.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ReadOnlyView {
+    fn drop(&mut self) {
+        // Unmount before the scratch dir is removed.
+        self.overlay.take();
+    }
+}

@@ -1,0 +1,472 @@
+//! The worker `kiln build` hands the solver: it runs steps with the executor, keeps
+//! their results as layers in the content store, and remembers them in the cache index.
+//!
+//! A step's result is a [`StateRef`]: a chain of layers (bottom first) or the build
+//! context. Chains are cheap to pass around; they are unpacked into snapshots only
+//! when a step actually runs on them, and a step's own changes (an overlay upper dir)
+//! become both its layer blob and, by rename, its snapshot, so the next step can run on
+//! it without unpacking anything.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use kiln_cache::context::{ContextTree, IgnoreMatcher, Selection, StatCache, checksum};
+use kiln_cache::{CacheIndex, CacheRecord, ChainId, LayerRecord, LayerRef, Snapshotter, Store};
+use kiln_executor::{
+    CancelToken, ExecRequest, Executor, Mount, MountKind, NetworkMode, OutputStream,
+    RuncExecutor, Rootfs, SecurityMode,
+};
+use kiln_image::layer::{Source as LayerSource, WriteOptions, write_layer};
+use kiln_image::oci_spec::image::ImageManifest;
+use kiln_image::{BlobRead, Digest, Digester, ImageConfig};
+use kiln_solver::op::{ExecMount, ExecOp, Op, SourceOp};
+use kiln_solver::{CacheKey, Selector, Vertex, VertexId, Worker};
+
+use super::fileop;
+use super::progress::Progress;
+use super::secrets::Secrets;
+
+/// A solved step's filesystem.
+#[derive(Clone, Debug)]
+pub enum StateRef {
+    /// Layers in the content store, bottom first (empty for `scratch`).
+    Layers(Arc<Vec<LayerRecord>>),
+    /// The build context directory.
+    Context,
+}
+
+impl StateRef {
+    /// The layers of a layered state.
+    pub fn layers(&self) -> anyhow::Result<&[LayerRecord]> {
+        match self {
+            StateRef::Layers(layers) => Ok(layers),
+            StateRef::Context => bail!("the build context is not a filesystem a step can run on"),
+        }
+    }
+}
+
+/// The build context: its directory and `.dockerignore`.
+pub struct BuildContext {
+    /// The context directory.
+    pub dir: PathBuf,
+    /// Its ignore rules.
+    pub ignore: IgnoreMatcher,
+}
+
+/// Everything a worker needs, shared with its blocking tasks.
+pub struct WorkerParts {
+    /// The store root (content, snapshots, the root lock).
+    pub store: Store,
+    /// The overlay snapshotter.
+    pub snapshots: Snapshotter,
+    /// The cache index.
+    pub index: CacheIndex,
+    /// Runs RUN steps.
+    pub executor: RuncExecutor,
+    /// The build context.
+    pub context: BuildContext,
+    /// File digests of the context, kept between builds.
+    pub stat_cache: StatCache,
+    /// Where step output goes.
+    pub progress: Arc<Progress>,
+    /// How layers are written.
+    pub layer_options: WriteOptions,
+    /// Cancelled on Ctrl-C.
+    pub cancel: CancelToken,
+    /// `--secret`s.
+    pub secrets: Secrets,
+    /// Host directories behind `RUN --mount=type=cache`.
+    pub cache_mounts: PathBuf,
+}
+
+/// The local worker.
+#[derive(Clone)]
+pub struct LocalWorker {
+    parts: Arc<WorkerParts>,
+}
+
+impl LocalWorker {
+    /// A worker over `parts`.
+    pub fn new(parts: WorkerParts) -> LocalWorker {
+        LocalWorker {
+            parts: Arc::new(parts),
+        }
+    }
+
+    /// The parts, for the exporter.
+    pub fn parts(&self) -> &WorkerParts {
+        &self.parts
+    }
+}
+
+/// A worker failure, shown under the failing step.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+pub struct StepError(anyhow::Error);
+
+impl From<anyhow::Error> for StepError {
+    fn from(e: anyhow::Error) -> StepError {
+        StepError(e)
+    }
+}
+
+impl Worker for LocalWorker {
+    type Ref = StateRef;
+    type Error = StepError;
+
+    async fn checksum(&self, input: &StateRef, selector: &Selector) -> Result<Digest, StepError> {
+        let parts = Arc::clone(&self.parts);
+        let input = input.clone();
+        let selector = selector.clone();
+        blocking(move || parts.checksum(&input, &selector)).await
+    }
+
+    async fn lookup(&self, vertex: &Vertex, key: &CacheKey) -> Result<Option<StateRef>, StepError> {
+        if matches!(vertex.op, Op::Source(_) | Op::Merge(_)) {
+            // Cheap to redo, and an image source must be read from the store anyway.
+            return Ok(None);
+        }
+        let parts = Arc::clone(&self.parts);
+        let key = key.clone();
+        blocking(move || parts.lookup(&key)).await
+    }
+
+    async fn execute(
+        &self,
+        id: VertexId,
+        vertex: &Vertex,
+        key: &CacheKey,
+        inputs: Vec<StateRef>,
+    ) -> Result<StateRef, StepError> {
+        let parts = Arc::clone(&self.parts);
+        let op = vertex.op.clone();
+        let key = key.clone();
+        blocking(move || parts.execute(id, &op, &key, inputs)).await
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> Result<T, StepError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result.map_err(StepError),
+        Err(e) => Err(StepError(anyhow::anyhow!("worker task failed: {e}"))),
+    }
+}
+
+impl WorkerParts {
+    fn checksum(&self, input: &StateRef, selector: &Selector) -> anyhow::Result<Digest> {
+        let selection = Selection {
+            sources: selector.paths.clone(),
+            wildcard: selector.wildcard,
+            allow_empty: false,
+            excludes: selector.excludes.clone(),
+        };
+        match input {
+            StateRef::Context => {
+                let tree = ContextTree::new(&self.context.dir, &self.context.ignore);
+                let selected = tree.select(&selection)?;
+                Ok(checksum(&selected, &self.stat_cache)?.0)
+            }
+            StateRef::Layers(layers) => {
+                // The input's key already covers its whole content; naming the chain
+                // and the paths is enough.
+                let mut d = Digester::new();
+                for layer in layers.iter() {
+                    d.update(layer.diff_id.to_string().as_bytes());
+                }
+                for path in &selector.paths {
+                    d.update(&(path.len() as u64).to_be_bytes());
+                    d.update(path.as_bytes());
+                }
+                Ok(d.finish())
+            }
+        }
+    }
+
+    fn lookup(&self, key: &CacheKey) -> anyhow::Result<Option<StateRef>> {
+        let Some(record) = self.index.get(key.digest())? else {
+            return Ok(None);
+        };
+        let content = self.store.content();
+        if record.layers.iter().all(|l| content.contains(&l.blob)) {
+            Ok(Some(StateRef::Layers(Arc::new(record.layers))))
+        } else {
+            // A blob was collected since: the record is stale, run the step again.
+            Ok(None)
+        }
+    }
+
+    fn execute(
+        &self,
+        id: VertexId,
+        op: &Op,
+        key: &CacheKey,
+        inputs: Vec<StateRef>,
+    ) -> anyhow::Result<StateRef> {
+        let result = match op {
+            Op::Source(SourceOp::Scratch) => return Ok(StateRef::Layers(Arc::new(Vec::new()))),
+            Op::Source(SourceOp::Local { .. }) => return Ok(StateRef::Context),
+            Op::Source(SourceOp::Image { manifest, .. }) => return self.image_layers(manifest),
+            Op::Source(SourceOp::Http { url, .. }) => {
+                bail!("ADD from a URL ({url}) needs network access kiln does not provide yet")
+            }
+            Op::Merge(_) => {
+                let mut layers = Vec::new();
+                for input in &inputs {
+                    layers.extend_from_slice(input.layers()?);
+                }
+                return Ok(StateRef::Layers(Arc::new(layers)));
+            }
+            Op::Exec(exec) => self.run_exec(id, exec, &inputs)?,
+            Op::File(file) => fileop::run(self, file, &inputs)?,
+        };
+        if let StateRef::Layers(layers) = &result {
+            let record = CacheRecord {
+                layers: layers.to_vec(),
+                created: now(),
+            };
+            self.index.put(key.digest(), &record)?;
+        }
+        Ok(result)
+    }
+
+    /// The layers of an image in the store.
+    fn image_layers(&self, manifest: &Digest) -> anyhow::Result<StateRef> {
+        let content = self.store.content();
+        let manifest_bytes = content
+            .read_blob(manifest)
+            .with_context(|| format!("reading manifest {manifest}"))?;
+        let parsed: ImageManifest = serde_json::from_slice(&manifest_bytes)
+            .with_context(|| format!("parsing manifest {manifest}"))?;
+        let config_digest: Digest = parsed.config().digest().to_string().parse()?;
+        let config: ImageConfig = serde_json::from_slice(&content.read_blob(&config_digest)?)
+            .with_context(|| format!("parsing image config {config_digest}"))?;
+        if config.rootfs.diff_ids.len() != parsed.layers().len() {
+            bail!(
+                "image {manifest} has {} layers but its config lists {} diff IDs",
+                parsed.layers().len(),
+                config.rootfs.diff_ids.len()
+            );
+        }
+        let layers = parsed
+            .layers()
+            .iter()
+            .zip(&config.rootfs.diff_ids)
+            .map(|(layer, diff_id)| {
+                Ok(LayerRecord {
+                    diff_id: diff_id.clone(),
+                    blob: layer.digest().to_string().parse()?,
+                    size: layer.size(),
+                    media_type: layer.media_type().to_string(),
+                    created: 0,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(StateRef::Layers(Arc::new(layers)))
+    }
+
+    /// The overlay lower dirs (top first) for a chain, unpacking what is missing.
+    pub(super) fn lowerdirs(&self, layers: &[LayerRecord]) -> anyhow::Result<Vec<PathBuf>> {
+        if layers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let refs: Vec<LayerRef> = layers
+            .iter()
+            .map(|l| LayerRef {
+                blob: l.blob.clone(),
+                diff_id: l.diff_id.clone(),
+            })
+            .collect();
+        let info = self.snapshots.prepare(self.store.content(), &refs)?;
+        Ok(self.snapshots.lowerdirs(&info.chain_id)?)
+    }
+
+    fn run_exec(&self, id: VertexId, exec: &ExecOp, inputs: &[StateRef]) -> anyhow::Result<StateRef> {
+        let base = inputs
+            .first()
+            .context("a RUN step has no filesystem to run on")?
+            .layers()?;
+        let lowers = self.lowerdirs(base)?;
+        let scratch = self.snapshots.scratch()?;
+        let upper = scratch.path().join("upper");
+        let work = scratch.path().join("work");
+        fs::create_dir(&upper)?;
+        fs::create_dir(&work)?;
+
+        let user = fileop::resolve_user_in_lowers(&lowers, &exec.user, scratch.path())?;
+        let env = exec
+            .env
+            .iter()
+            .chain(&exec.proxy_env)
+            .map(|e| {
+                let (k, v) = e.split_once('=').unwrap_or((e, ""));
+                (k.to_owned(), v.to_owned())
+            })
+            .collect();
+        let progress = Arc::clone(&self.progress);
+        let mut request = ExecRequest::new(
+            exec.args.clone(),
+            Rootfs::Overlay {
+                lowers,
+                upper: upper.clone(),
+                work,
+            },
+        )
+        .with_env(env)
+        .with_cwd(&exec.cwd)
+        .with_user(user)
+        .with_hostname(exec.hostname.clone())
+        .with_network(match exec.network {
+            kiln_solver::op::NetworkMode::Default => NetworkMode::Sandbox,
+            kiln_solver::op::NetworkMode::None => NetworkMode::None,
+            kiln_solver::op::NetworkMode::Host => NetworkMode::Host,
+        })
+        .with_security(if exec.insecure {
+            SecurityMode::Insecure
+        } else {
+            SecurityMode::Sandbox
+        })
+        .with_output(move |_stream: OutputStream, chunk: &[u8]| progress.output(id, chunk))
+        .with_cancel(self.cancel.clone());
+
+        let mut mounted = Vec::new();
+        for mount in &exec.mounts {
+            if let Some((destination, kind)) = self.exec_mount(mount, inputs, &mut mounted)? {
+                request = request.with_mount(Mount { destination, kind });
+            }
+        }
+        for (name, value) in self.secrets.env_for(&exec.mounts)? {
+            request.env.push((name, value));
+        }
+        self.executor.run(request)?;
+        drop(mounted);
+        self.commit_upper(base, &upper)
+    }
+
+    /// Turns a step's changes into a layer on top of `base`, and into a snapshot.
+    pub(super) fn commit_upper(
+        &self,
+        base: &[LayerRecord],
+        upper: &Path,
+    ) -> anyhow::Result<StateRef> {
+        if fs::read_dir(upper)?.next().is_none() {
+            // No changes: no layer, as BuildKit leaves an empty diff out.
+            return Ok(StateRef::Layers(Arc::new(base.to_vec())));
+        }
+        let content = self.store.content();
+        let mut writer = content.writer()?;
+        let options = WriteOptions {
+            source: LayerSource::OverlayUpper,
+            ..self.layer_options.clone()
+        };
+        let layer = write_layer(upper, &mut writer, &options)?;
+        writer.commit(Some(&layer.digest))?;
+        let parent = (!base.is_empty()).then(|| ChainId::prefixes(base.iter().map(|l| &l.diff_id)));
+        let parent = parent.and_then(|chain| chain.last().cloned());
+        self.snapshots
+            .commit_dir(parent.as_ref(), &layer.diff_id, upper)?;
+        let mut layers = base.to_vec();
+        layers.push(LayerRecord {
+            diff_id: layer.diff_id,
+            blob: layer.digest,
+            size: layer.size,
+            media_type: layer.media_type.to_string(),
+            created: now(),
+        });
+        Ok(StateRef::Layers(Arc::new(layers)))
+    }
+
+    fn exec_mount(
+        &self,
+        mount: &ExecMount,
+        inputs: &[StateRef],
+        mounted: &mut Vec<fileop::ReadOnlyView>,
+    ) -> anyhow::Result<Option<(PathBuf, MountKind)>> {
+        Ok(Some(match mount {
+            ExecMount::Bind {
+                input,
+                source,
+                target,
+                readwrite,
+            } => {
+                let state = inputs
+                    .get(*input)
+                    .with_context(|| format!("bind mount {target} has no input {input}"))?;
+                if *readwrite {
+                    bail!("read-write bind mounts ({target}) are not supported yet");
+                }
+                let base = match state {
+                    StateRef::Context => self.context.dir.clone(),
+                    StateRef::Layers(layers) => {
+                        let view = fileop::ReadOnlyView::mount(self, layers)?;
+                        let path = view.path().to_owned();
+                        mounted.push(view);
+                        path
+                    }
+                };
+                let host = fileop::join_inside(&base, source)?;
+                (
+                    PathBuf::from(target),
+                    MountKind::Bind {
+                        source: host,
+                        readonly: true,
+                    },
+                )
+            }
+            ExecMount::Cache {
+                id,
+                target,
+                uid,
+                gid,
+                mode,
+                readonly,
+                ..
+            } => {
+                let dir = self.cache_mounts.join(Digest::of(id.as_bytes()).hex());
+                if !dir.exists() {
+                    fs::create_dir_all(&dir)?;
+                    std::os::unix::fs::chown(&dir, Some(*uid), Some(*gid))?;
+                    fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(*mode))?;
+                }
+                (
+                    PathBuf::from(target),
+                    MountKind::Bind {
+                        source: dir,
+                        readonly: *readonly,
+                    },
+                )
+            }
+            ExecMount::Tmpfs { target, size } => {
+                (PathBuf::from(target), MountKind::Tmpfs { size: *size })
+            }
+            ExecMount::Secret {
+                id,
+                target,
+                required,
+                ..
+            } => {
+                // An env-only secret has no file; a missing optional one is skipped.
+                let (Some(target), Some(source)) = (target, self.secrets.file(id, *required)?)
+                else {
+                    return Ok(None);
+                };
+                (
+                    PathBuf::from(target),
+                    MountKind::Bind {
+                        source,
+                        readonly: true,
+                    },
+                )
+            }
+        }))
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
