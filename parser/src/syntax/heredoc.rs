@@ -5,8 +5,12 @@
 //! `[fd]<<[-]rest` is a heredoc. Its name is `rest` with quotes and escapes removed; the
 //! body is expanded later only if removing them took away no quote character, which is
 //! how BuildKit tells `<<EOF` (expand) from `<<"EOF"` or `<<'EOF'` (keep literal).
-//! Variables are not expanded in either pass (BuildKit runs them with an empty
-//! environment and unset variables kept as written).
+//! Both passes use the [`crate::shell`] lexer, as BuildKit uses its own, with an empty
+//! environment and unset variables kept as written, so `$VAR` in a delimiter stays.
+
+use std::collections::BTreeMap;
+
+use crate::shell::Lex;
 
 /// A heredoc marker found in a word.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,86 +21,9 @@ pub(crate) struct Marker {
     pub(crate) expand: bool,
 }
 
-/// Cuts `line` into shell words keeping quotes and escapes; `None` when a quote is left
-/// open (BuildKit then finds no heredoc on the line).
-pub(crate) fn raw_words(line: &str) -> Option<Vec<&str>> {
-    let mut words = Vec::new();
-    let mut start: Option<usize> = None;
-    let mut chars = line.char_indices().peekable();
-    while let Some((i, c)) = chars.next() {
-        if c.is_whitespace() {
-            if let Some(s) = start.take() {
-                words.push(&line[s..i]);
-            }
-            continue;
-        }
-        start.get_or_insert(i);
-        match c {
-            '\\' => {
-                chars.next();
-            }
-            '\'' => loop {
-                match chars.next() {
-                    Some((_, '\'')) => break,
-                    Some(_) => {}
-                    None => return None,
-                }
-            },
-            '"' => loop {
-                match chars.next() {
-                    Some((_, '"')) => break,
-                    Some((_, '\\')) => {
-                        chars.next();
-                    }
-                    Some(_) => {}
-                    None => return None,
-                }
-            },
-            _ => {}
-        }
-    }
-    if let Some(s) = start {
-        words.push(&line[s..]);
-    }
-    Some(words)
-}
-
-/// Removes quotes and escapes from one word as the shell would (without expansion);
-/// `None` if the word is unbalanced or splits into other than one word.
-fn unquote(word: &str) -> Option<String> {
-    let mut out = String::with_capacity(word.len());
-    let mut chars = word.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => {
-                if let Some(n) = chars.next() {
-                    out.push(n);
-                }
-            }
-            '\'' => loop {
-                match chars.next()? {
-                    '\'' => break,
-                    c => out.push(c),
-                }
-            },
-            '"' => loop {
-                match chars.next()? {
-                    '"' => break,
-                    '\\' => match chars.next()? {
-                        n @ ('"' | '$' | '\\') => out.push(n),
-                        n => {
-                            out.push('\\');
-                            out.push(n);
-                        }
-                    },
-                    c => out.push(c),
-                }
-            },
-            c if c.is_whitespace() => return None,
-            c => out.push(c),
-        }
-    }
-    (!out.is_empty()).then_some(out)
+/// The empty environment both passes run with (unset variables are kept as written).
+fn no_env() -> BTreeMap<String, String> {
+    BTreeMap::new()
 }
 
 /// Reads a heredoc marker out of one word (`^(\d*)<<(-?)([^<]*)$`).
@@ -110,22 +37,36 @@ pub(crate) fn parse_marker(word: &str) -> Option<Marker> {
     if rest.is_empty() || rest.contains('<') {
         return None;
     }
-    let name = unquote(rest)?;
+    let lex = Lex::new('\\').with_skip_unset_env(true);
+    let words = lex.process_words(rest, &no_env()).ok()?;
+    let raw = lex
+        .with_raw_quotes(true)
+        .process_words(rest, &no_env())
+        .ok()?;
+    let ([name], [raw]) = (words.as_slice(), raw.as_slice()) else {
+        return None;
+    };
     let quotes = |s: &str| s.chars().filter(|&c| c == '\'' || c == '"').count();
     Some(Marker {
-        expand: quotes(&name) == quotes(rest),
+        expand: quotes(name) == quotes(raw),
         fd: word[..digits].parse().unwrap_or(0),
         chomp,
-        name,
+        name: name.clone(),
     })
 }
 
-/// Every heredoc marker on an instruction line, in order.
+/// Every heredoc marker on an instruction line, in order. The line is cut into words
+/// with quotes and escapes kept, so a quoted `"<<EOF"` is no marker; a line whose
+/// quotes do not balance has none.
 pub(crate) fn markers(line: &str) -> Vec<Marker> {
-    raw_words(line)
+    Lex::new('\\')
+        .with_raw_quotes(true)
+        .with_raw_escapes(true)
+        .with_skip_unset_env(true)
+        .process_words(line, &no_env())
         .unwrap_or_default()
-        .into_iter()
-        .filter_map(parse_marker)
+        .iter()
+        .filter_map(|word| parse_marker(word))
         .collect()
 }
 
