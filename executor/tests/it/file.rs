@@ -418,6 +418,51 @@ fn bad_targets_and_sources_are_errors() {
     );
     // Nothing was done for a request with a bad target.
     assert!(!d.root().join("d").exists());
+
+    let socket = d.src().join("sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let err = copy(&d.request("/d", vec![entry(&socket, "s")])).unwrap_err();
+    assert!(
+        matches!(err, FileError::UnsupportedSource { ref path } if *path == socket),
+        "{err}"
+    );
+}
+
+#[test]
+fn fifos_and_device_nodes_are_recreated() {
+    let d = Dirs::new();
+    let fifo = d.src().join("fifo");
+    let null = d.src().join("null");
+    let dev = rustix::fs::makedev(1, 3);
+    rustix::fs::mknodat(
+        CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o640),
+        0,
+    )
+    .unwrap();
+    rustix::fs::mknodat(
+        CWD,
+        &null,
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::from_raw_mode(0o666),
+        dev,
+    )
+    .unwrap();
+    let stats = copy(&d.request("/dev", vec![entry(&fifo, "fifo"), entry(&null, "null")])).unwrap();
+    assert_eq!(stats.special, 2);
+    let root = d.root();
+    let fifo_meta = fs::symlink_metadata(root.join("dev/fifo")).unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(
+        &fifo_meta.file_type()
+    ));
+    assert_eq!(mode(&root.join("dev/fifo")), 0o640);
+    let null_meta = fs::symlink_metadata(root.join("dev/null")).unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_char_device(
+        &null_meta.file_type()
+    ));
+    assert_eq!(null_meta.rdev(), dev);
 }
 
 #[test]
