@@ -2,15 +2,16 @@
 //! config blob and a manifest in the content store — and go where `--output` says.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::BufWriter;
-use std::path::PathBuf;
+use std::fs::{self, File};
+use std::io::{BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use jiff::Timestamp;
 use kiln_cache::{ContentStore, LayerRecord};
 use kiln_image::archive::{ArchiveFormat, ArchiveImage, save};
 use kiln_image::config::ImageConfig;
+use kiln_image::layer::{ApplyOptions, Compression, WriteOptions, apply_layer, write_layer};
 use kiln_image::oci_spec::image::{Descriptor, ImageManifestBuilder, MediaType};
 use kiln_image::store::{ImageStore, ImageTarget};
 use kiln_image::{BlobWrite, Digest, ImageRef};
@@ -34,10 +35,15 @@ pub enum Output {
         /// Names recorded in the archive.
         names: Vec<ImageRef>,
     },
+    /// The final filesystem, unpacked into a directory.
+    Local(PathBuf),
+    /// The final filesystem as one tar file.
+    Tar(PathBuf),
 }
 
 impl Output {
-    /// Parses `--output` (`type=image`, `type=oci,dest=F`, `type=docker,dest=F`).
+    /// Parses `--output` (`type=image`, `type=oci|docker|tar,dest=FILE`,
+    /// `type=local,dest=DIR`).
     pub fn parse(spec: Option<&str>, names: Vec<ImageRef>) -> anyhow::Result<Output> {
         let Some(spec) = spec else {
             return Ok(Output::Image(names));
@@ -67,7 +73,11 @@ impl Output {
                 dest: need_dest("docker")?,
                 names,
             },
-            Some(other) => bail!("--output type={other} is not supported (image, oci, docker)"),
+            Some("local") => Output::Local(need_dest("local")?),
+            Some("tar") => Output::Tar(need_dest("tar")?),
+            Some(other) => {
+                bail!("--output type={other} is not supported (image, oci, docker, local, tar)")
+            }
         })
     }
 }
@@ -99,7 +109,11 @@ fn date_history(
 ) -> anyhow::Result<()> {
     let mut times: Vec<Option<i64>> = vec![None; config.history.len()];
     for step in steps {
-        if config.history.get(step.history).is_some_and(|h| !h.empty_layer) {
+        if config
+            .history
+            .get(step.history)
+            .is_some_and(|h| !h.empty_layer)
+        {
             times[step.history] = chain(results, &step.vertex)?.last().map(|l| l.created);
         }
     }
@@ -125,6 +139,20 @@ fn date_history(
     }
     if let Some(Some(secs)) = times.iter().skip(inherited).last() {
         config.created = Some(format(*secs)?);
+    }
+    Ok(())
+}
+
+/// Applies `layers` in order onto `dest`, whiteouts removing what they hide.
+fn unpack_layers(
+    content: &ContentStore,
+    layers: &[LayerRecord],
+    dest: &Path,
+) -> anyhow::Result<()> {
+    for layer in layers {
+        let blob = content.open_blob(&layer.blob)?;
+        apply_layer(BufReader::new(blob), dest, &ApplyOptions::default())
+            .with_context(|| format!("unpacking layer {} into {}", layer.blob, dest.display()))?;
     }
     Ok(())
 }
@@ -214,13 +242,36 @@ pub fn export(
             dest,
             names,
         } => {
-            let file = File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
+            let file =
+                File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
             let image = ArchiveImage {
                 names: names.clone(),
                 manifest: manifest.descriptor(),
             };
             save(BufWriter::new(file), *format, &[image], content)
                 .with_context(|| format!("writing {}", dest.display()))?;
+            Vec::new()
+        }
+        Output::Local(dest) => {
+            fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
+            unpack_layers(content, layers, dest)?;
+            Vec::new()
+        }
+        Output::Tar(dest) => {
+            let scratch = parts.snapshots.scratch()?;
+            let tree = scratch.path().join("rootfs");
+            fs::create_dir(&tree)?;
+            unpack_layers(content, layers, &tree)?;
+            let mut file = BufWriter::new(
+                File::create(dest).with_context(|| format!("creating {}", dest.display()))?,
+            );
+            let options = WriteOptions {
+                compression: Compression::None,
+                ..parts.layer_options.clone()
+            };
+            write_layer(&tree, &mut file, &options)
+                .with_context(|| format!("writing {}", dest.display()))?;
+            file.flush()?;
             Vec::new()
         }
     };

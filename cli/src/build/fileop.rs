@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use kiln_cache::LayerRecord;
+use kiln_cache::ScratchDir;
 use kiln_cache::context::{ContextTree, IgnoreMatcher, Selection};
 use kiln_executor::file::{self as files, CopyEntry, CopyRequest};
 use kiln_executor::{LinuxMounter, Mounter, OverlayMount, User};
-use kiln_cache::ScratchDir;
 use kiln_solver::op::{Chmod, CopyAction, FileAction, FileOp, Owner, Principal};
 
 use super::worker::{StateRef, WorkerParts};
@@ -39,7 +39,9 @@ pub fn run(parts: &WorkerParts, op: &FileOp, inputs: &[StateRef]) -> anyhow::Res
     } else {
         Some(Overlay::mount(&scratch, lowers, &upper)?)
     };
-    let root = merged.as_ref().map_or(upper.as_path(), |m| m.target.as_path());
+    let root = merged
+        .as_ref()
+        .map_or(upper.as_path(), |m| m.target.as_path());
     for action in &op.actions {
         apply(parts, root, action, inputs)?;
     }
@@ -174,8 +176,7 @@ fn chmod(mode: &Chmod) -> anyhow::Result<files::Chmod> {
         Chmod::Octal(bits) => format!("{bits:o}"),
         Chmod::Symbolic(expr) => expr.clone(),
     };
-    text.parse()
-        .with_context(|| format!("--chmod={text}"))
+    text.parse().with_context(|| format!("--chmod={text}"))
 }
 
 fn owner_spec(owner: &Owner) -> String {
@@ -199,7 +200,11 @@ fn resolve_owner(root: &Path, owner: Option<&Owner>) -> anyhow::Result<files::Ow
 
 /// Resolves a `USER` spec for a RUN step against the `/etc/passwd` and `/etc/group`
 /// of the stage, found in its lower dirs (top first) without mounting them.
-pub fn resolve_user_in_lowers(lowers: &[PathBuf], spec: &str, scratch: &Path) -> anyhow::Result<User> {
+pub fn resolve_user_in_lowers(
+    lowers: &[PathBuf],
+    spec: &str,
+    scratch: &Path,
+) -> anyhow::Result<User> {
     if spec.is_empty() {
         return Ok(User::default());
     }

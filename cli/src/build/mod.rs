@@ -20,8 +20,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use kiln_cache::context::{IgnoreMatcher, StatCache, read_ignore_file};
 use kiln_cache::SnapshotMode;
+use kiln_cache::context::{IgnoreMatcher, StatCache, read_ignore_file};
 use kiln_executor::{CancelToken, RuncExecutor};
 use kiln_image::layer::WriteOptions;
 use kiln_image::{Digest, ImageRef, Platform};
@@ -118,7 +118,10 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(build(root, args))
+    let result = runtime.block_on(build(root, args));
+    // Steps cancelled by a signal finish their cleanup on blocking threads.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(30));
+    result
 }
 
 async fn build(root: &Path, args: BuildArgs) -> anyhow::Result<ExitCode> {
@@ -160,7 +163,9 @@ async fn build(root: &Path, args: BuildArgs) -> anyhow::Result<ExitCode> {
     let ignore = IgnoreMatcher::new(&excludes).context("reading .dockerignore")?;
 
     let platform = match &args.platform {
-        Some(p) => p.parse::<Platform>().with_context(|| format!("--platform {p}"))?,
+        Some(p) => p
+            .parse::<Platform>()
+            .with_context(|| format!("--platform {p}"))?,
         None => Platform::host(),
     };
     let tags = args
@@ -213,9 +218,10 @@ async fn build(root: &Path, args: BuildArgs) -> anyhow::Result<ExitCode> {
     executor
         .cleanup_stale()
         .context("cleaning up after an earlier kiln that stopped mid-step")?;
-    let stat_cache_file = root
-        .join("contexthash-v1")
-        .join(format!("{}.json", Digest::of(context_dir.as_os_str().as_encoded_bytes()).hex()));
+    let stat_cache_file = root.join("contexthash-v1").join(format!(
+        "{}.json",
+        Digest::of(context_dir.as_os_str().as_encoded_bytes()).hex()
+    ));
     let snapshots = state.store.snapshotter(SnapshotMode::Overlay)?;
     let parts = WorkerParts {
         snapshots,
@@ -267,9 +273,12 @@ async fn build(root: &Path, args: BuildArgs) -> anyhow::Result<ExitCode> {
     };
     let solved = tokio::select! {
         solved = solver.solve(Arc::clone(&graph), &targets) => solved,
-        _ = interrupted() => {
+        code = interrupted() => {
+            // Running steps see the cancellation, kill their containers and clean up;
+            // `run` waits for them before the process exits.
             cancel.cancel();
-            bail!("interrupted");
+            progress.println("kiln: build interrupted, stopping running steps");
+            return Ok(ExitCode::from(code));
         }
     };
     drop(solver);
@@ -321,16 +330,19 @@ async fn build(root: &Path, args: BuildArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn interrupted() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    {
-        Ok(term) => term,
-        Err(_) => return std::future::pending().await,
+/// Resolves on SIGINT or SIGTERM, to the exit code a shell gives a process killed by
+/// that signal (130, 143).
+async fn interrupted() -> u8 {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
     };
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+        _ = int.recv() => 130,
+        _ = term.recv() => 143,
     }
 }
 
@@ -351,7 +363,9 @@ fn explain(err: SolveError, dockerfile: &str, text: &str) -> anyhow::Error {
         let marker = if n == line { ">>>" } else { "   " };
         snippet.push_str(&format!(" {n:>3} | {marker} {}\n", lines[n - 1]));
     }
-    eprintln!("------\n > {name}:\n------\n{dockerfile}:{line}\n--------------------\n{snippet}--------------------");
+    eprintln!(
+        "------\n > {name}:\n------\n{dockerfile}:{line}\n--------------------\n{snippet}--------------------"
+    );
     anyhow::anyhow!("failed to solve: {source}")
 }
 
@@ -405,10 +419,9 @@ fn parse_pairs(flag: &str, pairs: &[String]) -> anyhow::Result<BTreeMap<String, 
 fn source_date_epoch() -> anyhow::Result<Option<i64>> {
     match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) if v.is_empty() => Ok(None),
-        Ok(v) => Ok(Some(
-            v.parse()
-                .with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds"))?,
-        )),
+        Ok(v) => Ok(Some(v.parse().with_context(|| {
+            format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds")
+        })?)),
         Err(_) => Ok(None),
     }
 }

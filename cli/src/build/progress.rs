@@ -180,11 +180,7 @@ impl Progress {
                     bar.finish_and_clear();
                     multi.remove(&bar);
                 }
-                let _ = multi.println(format!(
-                    " => {} {:.1}s",
-                    step.name,
-                    duration.as_secs_f64()
-                ));
+                let _ = multi.println(format!(" => {} {:.1}s", step.name, duration.as_secs_f64()));
             }
             StepStatus::Failed => {
                 if let Some(bar) = step.bar.take() {

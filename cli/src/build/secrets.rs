@@ -43,7 +43,9 @@ impl Secrets {
                     "src" | "source" => source = Some(Source::File(PathBuf::from(value))),
                     "env" => source = Some(Source::Env(value.to_owned())),
                     "type" if value == "file" || value == "env" => {}
-                    _ => bail!("--secret {spec:?}: unknown field {key:?} (expected id, src or env)"),
+                    _ => {
+                        bail!("--secret {spec:?}: unknown field {key:?} (expected id, src or env)")
+                    }
                 }
             }
             let id = id
@@ -61,7 +63,10 @@ impl Secrets {
             if let Source::File(path) = &source
                 && !path.is_file()
             {
-                bail!("--secret {spec:?}: {} is not a readable file", path.display());
+                bail!(
+                    "--secret {spec:?}: {} is not a readable file",
+                    path.display()
+                );
             }
             sources.insert(id, source);
         }
@@ -77,9 +82,13 @@ impl Secrets {
         match self.sources.get(id) {
             Some(Source::File(path)) => Ok(Some(path.clone())),
             Some(Source::Env(var)) => {
-                let value = std::env::var(var)
-                    .with_context(|| format!("secret {id}: environment variable {var} is not set"))?;
-                let path = self.dir.path().join(kiln_image::Digest::of(id.as_bytes()).hex());
+                let value = std::env::var(var).with_context(|| {
+                    format!("secret {id}: environment variable {var} is not set")
+                })?;
+                let path = self
+                    .dir
+                    .path()
+                    .join(kiln_image::Digest::of(id.as_bytes()).hex());
                 if !path.exists() {
                     let mut file = fs::OpenOptions::new()
                         .write(true)

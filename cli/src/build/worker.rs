@@ -15,8 +15,8 @@ use anyhow::{Context as _, bail};
 use kiln_cache::context::{ContextTree, IgnoreMatcher, Selection, StatCache, checksum};
 use kiln_cache::{CacheIndex, CacheRecord, ChainId, LayerRecord, LayerRef, Snapshotter, Store};
 use kiln_executor::{
-    CancelToken, ExecRequest, Executor, Mount, MountKind, NetworkMode, OutputStream,
-    RuncExecutor, Rootfs, SecurityMode,
+    CancelToken, ExecRequest, Executor, Mount, MountKind, NetworkMode, OutputStream, Rootfs,
+    RuncExecutor, SecurityMode,
 };
 use kiln_image::layer::{Source as LayerSource, WriteOptions, write_layer};
 use kiln_image::oci_spec::image::ImageManifest;
@@ -284,7 +284,12 @@ impl WorkerParts {
         Ok(self.snapshots.lowerdirs(&info.chain_id)?)
     }
 
-    fn run_exec(&self, id: VertexId, exec: &ExecOp, inputs: &[StateRef]) -> anyhow::Result<StateRef> {
+    fn run_exec(
+        &self,
+        id: VertexId,
+        exec: &ExecOp,
+        inputs: &[StateRef],
+    ) -> anyhow::Result<StateRef> {
         let base = inputs
             .first()
             .context("a RUN step has no filesystem to run on")?
