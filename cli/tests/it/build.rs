@@ -91,7 +91,12 @@ fn a_rebuild_with_nothing_changed_runs_nothing_and_gives_the_same_image() {
     let dockerfile = format!("{BASE}COPY a.txt /a.txt\nRUN cat /a.txt > /copy.txt\n");
     let ctx = context(&kiln, &dockerfile, &[("a.txt", "hello\n")]);
     let first = build(&kiln, &ctx, &[]);
-    assert_eq!(first.ran.len(), 4, "every step runs the first time: {:?}", first.ran);
+    assert_eq!(
+        first.ran.len(),
+        4,
+        "every step runs the first time: {:?}",
+        first.ran
+    );
     let second = build(&kiln, &ctx, &[]);
     assert!(second.ran.is_empty(), "ran again: {:?}", second.ran);
     assert_eq!(second.cached.len(), 4);
@@ -121,7 +126,11 @@ fn ignored_or_unread_files_change_nothing() {
     let ctx = context(
         &kiln,
         &dockerfile,
-        &[("src/main.c", "int main;\n"), ("build/out.o", "obj"), (".dockerignore", "build\n")],
+        &[
+            ("src/main.c", "int main;\n"),
+            ("build/out.o", "obj"),
+            (".dockerignore", "build\n"),
+        ],
     );
     let first = build(&kiln, &ctx, &[]);
     write(&ctx, "build/out.o", "other object");
@@ -133,7 +142,11 @@ fn ignored_or_unread_files_change_nothing() {
     // A file no step reads.
     let kiln = Kiln::new();
     let dockerfile = format!("{BASE}COPY used.txt /used.txt\n");
-    let ctx = context(&kiln, &dockerfile, &[("used.txt", "u"), ("unused.txt", "1")]);
+    let ctx = context(
+        &kiln,
+        &dockerfile,
+        &[("used.txt", "u"), ("unused.txt", "1")],
+    );
     let first = build(&kiln, &ctx, &[]);
     write(&ctx, "unused.txt", "2");
     let second = build(&kiln, &ctx, &[]);
@@ -179,7 +192,11 @@ CMD [\"cat\", \"/one.start\"]
     let ctx = context(&kiln, &dockerfile, &[]);
     let out = kiln.dir.path().join("out.tar");
     build(&kiln, &ctx, &[]);
-    let built = build(&kiln, &ctx, &["--output", &format!("type=oci,dest={}", out.display())]);
+    let built = build(
+        &kiln,
+        &ctx,
+        &["--output", &format!("type=oci,dest={}", out.display())],
+    );
     assert!(built.ran.is_empty());
 
     // Read the four timestamps back from the image's layers.
@@ -239,4 +256,222 @@ fn a_failing_step_is_named_with_its_line_and_exit_code() {
     assert!(stderr.contains("Dockerfile:4"), "{stderr}");
     assert!(stderr.contains("exit code 3"), "{stderr}");
     assert!(stderr.contains("about to fail"), "{stderr}");
+}
+
+#[test]
+fn secrets_reach_the_step_but_no_layer_config_history_or_cache_record() {
+    let kiln = Kiln::new();
+    let secret = "s3cr3t-value-0123456789";
+    let dockerfile = format!(
+        "{BASE}RUN --mount=type=secret,id=token cat /run/secrets/token | wc -c > /len\n\
+         RUN --mount=type=secret,id=token,env=TOKEN sh -c 'echo -n \"$TOKEN\"' | wc -c > /envlen\n"
+    );
+    let ctx = context(&kiln, &dockerfile, &[]);
+    let secret_file = kiln.dir.path().join("token");
+    fs::write(&secret_file, secret).unwrap();
+    let spec = format!("id=token,src={}", secret_file.display());
+    let out_dir = kiln.dir.path().join("out");
+    build(
+        &kiln,
+        &ctx,
+        &[
+            "--secret",
+            &spec,
+            "-o",
+            &format!("type=local,dest={}", out_dir.display()),
+        ],
+    );
+    assert_eq!(
+        fs::read_to_string(out_dir.join("len")).unwrap().trim(),
+        secret.len().to_string()
+    );
+    assert_eq!(
+        fs::read_to_string(out_dir.join("envlen")).unwrap().trim(),
+        secret.len().to_string()
+    );
+    assert!(
+        !out_dir.join("run/secrets/token").exists(),
+        "the mount point must not remain"
+    );
+
+    // Everything kiln stored: blobs (layers, configs, manifests), the index, snapshots.
+    build(&kiln, &ctx, &["--secret", &spec, "-t", "secret-test"]);
+    let found = grep_tree(&kiln.root(), secret.as_bytes());
+    assert!(found.is_empty(), "the secret was stored in {found:?}");
+    let history = kiln.ok(&["history", "--no-trunc", "secret-test"]);
+    assert!(!history.contains(secret));
+}
+
+/// Files under `dir` whose bytes (or gunzipped bytes) contain `needle`.
+fn grep_tree(dir: &Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in walk(dir) {
+        let Ok(bytes) = fs::read(&entry) else {
+            continue;
+        };
+        let mut plain = Vec::new();
+        let text = if bytes.starts_with(&[0x1f, 0x8b]) {
+            let _ = std::io::Read::read_to_end(
+                &mut flate2::read::GzDecoder::new(&bytes[..]),
+                &mut plain,
+            );
+            &plain
+        } else {
+            &bytes
+        };
+        if text.windows(needle.len()).any(|w| w == needle) {
+            found.push(entry);
+        }
+    }
+    found
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.is_dir() {
+            out.extend(walk(&path));
+        } else if meta.is_file() {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[test]
+fn cache_mounts_persist_between_builds_and_stay_out_of_the_layers() {
+    let kiln = Kiln::new();
+    let dockerfile = format!(
+        "{BASE}ARG RUN_ID\nRUN --mount=type=cache,target=/cache echo $RUN_ID >> /cache/log && cp /cache/log /seen\n"
+    );
+    let ctx = context(&kiln, &dockerfile, &[]);
+    let out = kiln.dir.path().join("out");
+    let local = format!("type=local,dest={}", out.display());
+    build(&kiln, &ctx, &["--build-arg", "RUN_ID=first", "-o", &local]);
+    fs::remove_dir_all(&out).unwrap();
+    build(&kiln, &ctx, &["--build-arg", "RUN_ID=second", "-o", &local]);
+    assert_eq!(
+        fs::read_to_string(out.join("seen")).unwrap(),
+        "first\nsecond\n"
+    );
+    assert!(
+        fs::read_dir(out.join("cache")).map_or(true, |mut d| d.next().is_none()),
+        "cache contents leaked into the image"
+    );
+}
+
+#[test]
+fn source_date_epoch_makes_builds_reproducible_across_stores() {
+    let dockerfile = format!("{BASE}COPY a.txt /a.txt\nRUN echo built > /b.txt\nENV X=1\n");
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let kiln = Kiln::new();
+        let ctx = context(&kiln, &dockerfile, &[("a.txt", "a")]);
+        let iid = kiln.dir.path().join("iid");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .args([
+                "--root",
+                kiln.root().to_str().unwrap(),
+                "build",
+                "--progress",
+                "quiet",
+            ])
+            .args(["--iidfile", iid.to_str().unwrap(), ctx.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ids.push(fs::read_to_string(iid).unwrap());
+        // Different wall-clock times for the two builds.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    assert_eq!(ids[0], ids[1]);
+}
+
+#[test]
+fn outputs_local_tar_and_docker_archive() {
+    let kiln = Kiln::new();
+    let dockerfile = format!("{BASE}RUN echo hello > /hello && rm /bin/cat\n");
+    let ctx = context(&kiln, &dockerfile, &[]);
+    let local = kiln.dir.path().join("local");
+    build(
+        &kiln,
+        &ctx,
+        &["-o", &format!("type=local,dest={}", local.display())],
+    );
+    assert_eq!(fs::read_to_string(local.join("hello")).unwrap(), "hello\n");
+    assert!(local.join("bin/busybox").is_file());
+    assert!(
+        fs::symlink_metadata(local.join("bin/cat")).is_err(),
+        "the deletion is applied"
+    );
+
+    let tar = kiln.dir.path().join("rootfs.tar");
+    build(
+        &kiln,
+        &ctx,
+        &["-o", &format!("type=tar,dest={}", tar.display())],
+    );
+    let listing = std::process::Command::new("tar")
+        .arg("-tf")
+        .arg(&tar)
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(listing.lines().any(|l| l == "hello"), "{listing}");
+    assert!(!listing.lines().any(|l| l == "bin/cat"));
+}
+
+#[test]
+fn an_interrupted_build_stops_its_step_and_leaves_nothing_behind() {
+    let kiln = Kiln::new();
+    let dockerfile = format!("{BASE}RUN echo started && sleep 100\n");
+    let ctx = context(&kiln, &dockerfile, &[]);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args([
+            "--root",
+            kiln.root().to_str().unwrap(),
+            "build",
+            "--progress",
+            "plain",
+        ])
+        .arg(&ctx)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    assert!(
+        lines.any(|l| l.unwrap().ends_with(" started")),
+        "the step never started"
+    );
+    let signalled = std::time::Instant::now();
+    // SAFETY: kill(2) with a valid pid of our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(signalled.elapsed() < std::time::Duration::from_secs(2));
+    assert_eq!(status.code(), Some(143));
+    let root = kiln.root();
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(root.to_str().unwrap()),
+        "a mount was left behind"
+    );
+    let bundles = root.join("executor-v1/bundles");
+    assert!(
+        fs::read_dir(&bundles).map_or(true, |mut d| d.next().is_none()),
+        "a bundle was left in {}",
+        bundles.display()
+    );
 }
