@@ -2,6 +2,7 @@
 
 mod build;
 mod archives;
+mod compat;
 mod debug_expand;
 mod debug_parse;
 mod images;
