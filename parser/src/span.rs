@@ -49,6 +49,9 @@ pub(crate) struct LineIndex<'a> {
     /// The line last looked up: parsing asks about nearby offsets in order, so most
     /// lookups are answered without a search.
     last: Cell<usize>,
+    /// The last column computed, as `(offset, column)`: columns further along the same
+    /// line are counted from there, so the many flags of one long line cost linear time.
+    last_column: Cell<(usize, usize)>,
 }
 
 impl<'a> LineIndex<'a> {
@@ -60,6 +63,7 @@ impl<'a> LineIndex<'a> {
             text,
             starts,
             last: Cell::new(1),
+            last_column: Cell::new((0, 1)),
         }
     }
 
@@ -90,10 +94,15 @@ impl<'a> LineIndex<'a> {
         let end = end.clamp(start, self.text.len());
         let line = self.line_of(start);
         let line_start = self.starts[line - 1];
+        let (from, base) = match self.last_column.get() {
+            (offset, column) if line_start <= offset && offset <= start => (offset, column),
+            _ => (line_start, 1),
+        };
         let column = self
             .text
-            .get(line_start..start)
-            .map_or(1, |s| s.chars().count() + 1);
+            .get(from..start)
+            .map_or(1, |s| s.chars().count() + base);
+        self.last_column.set((start, column));
         let end_line = if end > start {
             self.line_of(end - 1)
         } else {
