@@ -32,6 +32,8 @@ const ONLY_ENV: &str = "KILN_COMPAT_CASE";
 const BUSYBOX: &str = "/bin/busybox";
 /// Debian's Docker 20.10 client; a newer client elsewhere on the PATH may lack BuildKit.
 const DOCKER: &str = "/usr/bin/docker";
+/// How many differences a failing case prints before summing up the rest.
+const MAX_LINES_PER_CASE: usize = 80;
 /// Files of a case directory that are the harness's, not the build context's.
 const HARNESS_FILES: &[&str] = &["expected.json", "args", "target"];
 
@@ -171,15 +173,18 @@ fn check(cases: &[Case]) {
             eprintln!("compat {}: ok", case.name);
         } else {
             eprintln!("compat {}: FAILED", case.name);
-            failures.push(format!(
-                "== {} ==\n{}",
-                case.name,
-                problems
-                    .iter()
-                    .map(|p| format!("  {p}"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            ));
+            let mut lines: Vec<String> = problems
+                .iter()
+                .take(MAX_LINES_PER_CASE)
+                .map(|p| format!("  {p}"))
+                .collect();
+            if problems.len() > MAX_LINES_PER_CASE {
+                lines.push(format!(
+                    "  … and {} more",
+                    problems.len() - MAX_LINES_PER_CASE
+                ));
+            }
+            failures.push(format!("== {} ==\n{}", case.name, lines.join("\n")));
         }
     }
     assert!(
