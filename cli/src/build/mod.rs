@@ -277,7 +277,7 @@ async fn build(root: &Path, args: BuildArgs) -> anyhow::Result<ExitCode> {
             // Running steps see the cancellation, kill their containers and clean up;
             // `run` waits for them before the process exits.
             cancel.cancel();
-            progress.println("kiln: build interrupted, stopping running steps");
+            eprintln!("kiln: build interrupted, stopping running steps");
             return Ok(ExitCode::from(code));
         }
     };

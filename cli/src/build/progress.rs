@@ -133,8 +133,11 @@ impl Progress {
         }
     }
 
-    /// Prints a line outside any step.
+    /// Prints a line outside any step (nothing in quiet mode).
     pub fn println(&self, line: &str) {
+        if self.mode == ProgressMode::Quiet {
+            return;
+        }
         match &self.multi {
             Some(multi) => {
                 let _ = multi.println(line);
