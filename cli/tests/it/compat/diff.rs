@@ -115,3 +115,52 @@ fn files(expected: &[FileEntry], actual: &[FileEntry], out: &mut Vec<String>) {
 fn show_file(entry: &FileEntry) -> String {
     serde_json::to_string(entry).expect("file entry serialises")
 }
+
+#[test]
+fn differences_name_every_field_that_differs() {
+    let file = |path: &str, mode: &str| FileEntry {
+        path: path.to_owned(),
+        kind: "file".to_owned(),
+        mode: mode.to_owned(),
+        uid: 0,
+        gid: 0,
+        size: Some(1),
+        sha256: Some("aa".to_owned()),
+        target: None,
+        hardlink_group: None,
+    };
+    let history = |created_by: &str| HistoryEntry {
+        created_by: Some(created_by.to_owned()),
+        empty_layer: true,
+        comment: None,
+    };
+    let expected = Description {
+        layers: 2,
+        config: [("User".to_owned(), serde_json::json!("app"))].into(),
+        history: vec![history("USER app")],
+        files: vec![file("/a", "0644"), file("/gone", "0644")],
+    };
+    assert_eq!(differences(&expected, &expected), Vec::<String>::new());
+
+    let mut actual = expected.clone();
+    actual.layers = 3;
+    actual.config.clear();
+    actual.history = vec![history("USER root"), history("CMD []")];
+    actual.files = vec![file("/a", "4755"), file("/new", "0644")];
+    assert_eq!(
+        differences(&expected, &actual),
+        [
+            "layers: expected 2, got 3",
+            "config.User: expected \"app\", got (absent)",
+            "history: expected 1 entries, got 2",
+            "history[0]: expected {\"created_by\":\"USER app\",\"empty_layer\":true}, \
+             got {\"created_by\":\"USER root\",\"empty_layer\":true}",
+            "history[1]: expected (none), got {\"created_by\":\"CMD []\",\"empty_layer\":true}",
+            "/a: mode expected 0644, got 4755",
+            "/gone: missing (expected {\"path\":\"/gone\",\"type\":\"file\",\"mode\":\"0644\",\
+             \"uid\":0,\"gid\":0,\"size\":1,\"sha256\":\"aa\"})",
+            "/new: unexpected ({\"path\":\"/new\",\"type\":\"file\",\"mode\":\"0644\",\
+             \"uid\":0,\"gid\":0,\"size\":1,\"sha256\":\"aa\"})",
+        ]
+    );
+}
