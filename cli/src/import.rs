@@ -17,13 +17,12 @@ use anyhow::{Context as _, bail};
 use flate2::write::GzEncoder;
 use jiff::Timestamp;
 use kiln_image::config::{History, ImageConfig};
-use kiln_image::oci_spec::image::{Descriptor, ImageManifestBuilder, MediaType};
-use kiln_image::store::ImageTarget;
-use kiln_image::{BlobWrite, Compression, Digester, ImageRef, Platform};
+use kiln_image::oci_spec::image::{Descriptor, MediaType};
+use kiln_image::{Compression, Digester, ImageRef, Platform};
 use kiln_parser::Command as Instr;
 use kiln_parser::instructions::CommandLine;
 
-use crate::state::State;
+use crate::state::{State, store_image};
 
 /// `kiln import`.
 #[derive(clap::Args)]
@@ -83,32 +82,19 @@ pub fn run(root: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
         ),
         ..History::default()
     }];
-    let (config_digest, config_size) = content.put_blob(&serde_json::to_vec(&config)?)?;
-    let manifest = ImageManifestBuilder::default()
-        .schema_version(2u32)
-        .media_type(MediaType::ImageManifest)
-        .config(Descriptor::new(
-            MediaType::ImageConfig,
-            config_size,
-            &config_digest,
-        ))
-        .layers(vec![Descriptor::new(
+    let image = store_image(
+        content,
+        &config,
+        vec![Descriptor::new(
             MediaType::ImageLayerGzip,
             layer_size,
             &layer,
-        )])
-        .build()?;
-    let (digest, size) = content.put_blob(&serde_json::to_vec(&manifest)?)?;
-    let image = ImageTarget {
-        media_type: MediaType::ImageManifest,
-        digest,
-        size,
-        config: config_digest.clone(),
-    };
+        )],
+    )?;
     state
         .images
-        .update(|images| images.tag(name, image, Timestamp::now()))?;
-    writeln!(io::stdout(), "{config_digest}")?;
+        .update(|images| images.tag(name, image.clone(), Timestamp::now()))?;
+    writeln!(io::stdout(), "{}", image.config)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -4,9 +4,11 @@
 use std::path::Path;
 
 use anyhow::Context as _;
-use kiln_cache::Store;
-use kiln_image::store::{ImageStore, Resolved};
-use kiln_image::{BlobRead, Digest, ImageRef};
+use kiln_cache::{ContentStore, Store};
+use kiln_image::config::ImageConfig;
+use kiln_image::oci_spec::image::{Descriptor, ImageManifestBuilder, MediaType};
+use kiln_image::store::{ImageStore, ImageTarget, Resolved};
+use kiln_image::{BlobRead, BlobWrite, Digest, ImageRef};
 
 /// An opened root.
 pub struct State {
@@ -53,4 +55,31 @@ pub fn display_name(name: &ImageRef) -> String {
         Some(tag) => format!("{}:{tag}", name.familiar()),
         None => name.familiar().to_owned(),
     }
+}
+
+/// Stores `config` and an OCI image manifest over `layers` in the content store, and
+/// returns the manifest as the image store records it.
+pub fn store_image(
+    content: &ContentStore,
+    config: &ImageConfig,
+    layers: Vec<Descriptor>,
+) -> anyhow::Result<ImageTarget> {
+    let (config_digest, config_size) = content.put_blob(&serde_json::to_vec(config)?)?;
+    let manifest = ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageManifest)
+        .config(Descriptor::new(
+            MediaType::ImageConfig,
+            config_size,
+            &config_digest,
+        ))
+        .layers(layers)
+        .build()?;
+    let (digest, size) = content.put_blob(&serde_json::to_vec(&manifest)?)?;
+    Ok(ImageTarget {
+        media_type: MediaType::ImageManifest,
+        digest,
+        size,
+        config: config_digest,
+    })
 }

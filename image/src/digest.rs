@@ -140,6 +140,16 @@ impl Digester {
         self.len += data.len() as u64;
     }
 
+    /// Feeds one tagged, length-prefixed field. Canonical encodings (cache keys,
+    /// content checksums) are built from these, so that no two different sequences of
+    /// fields feed the same bytes.
+    pub fn field(&mut self, tag: &[u8], value: &[u8]) {
+        self.update(&(tag.len() as u64).to_be_bytes());
+        self.update(tag);
+        self.update(&(value.len() as u64).to_be_bytes());
+        self.update(value);
+    }
+
     /// Bytes seen so far.
     pub fn len(&self) -> u64 {
         self.len
@@ -220,14 +230,23 @@ mod tests {
 
     #[test]
     fn parse_rejects_bad_forms() {
-        assert!(matches!("abc".parse::<Digest>(), Err(DigestError::MissingAlgorithm(_))));
+        assert!(matches!(
+            "abc".parse::<Digest>(),
+            Err(DigestError::MissingAlgorithm(_))
+        ));
         assert!(matches!(
             "sha512:00".parse::<Digest>(),
             Err(DigestError::UnsupportedAlgorithm(_))
         ));
-        assert!(matches!("sha256:ABC".parse::<Digest>(), Err(DigestError::BadHex(_))));
+        assert!(matches!(
+            "sha256:ABC".parse::<Digest>(),
+            Err(DigestError::BadHex(_))
+        ));
         let upper = format!("sha256:{}", "A".repeat(64));
-        assert!(matches!(upper.parse::<Digest>(), Err(DigestError::BadHex(_))));
+        assert!(matches!(
+            upper.parse::<Digest>(),
+            Err(DigestError::BadHex(_))
+        ));
     }
 
     #[test]

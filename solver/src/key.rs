@@ -49,7 +49,7 @@ impl fmt::Debug for CacheKey {
 pub fn op_digest(op: &Op) -> Digest {
     let json = serde_json::to_vec(op).expect("ops serialise: no maps with non-string keys");
     let mut d = Digester::new();
-    field(&mut d, b"op", &json);
+    d.field(b"op", &json);
     d.finish()
 }
 
@@ -57,24 +57,15 @@ pub fn op_digest(op: &Op) -> Digest {
 /// content checksums of its selections (in the order [`Op::selectors`] gives them).
 pub fn cache_key(op: &Digest, inputs: &[CacheKey], checksums: &[Digest]) -> CacheKey {
     let mut d = Digester::new();
-    field(&mut d, b"version", CACHE_KEY_VERSION.as_bytes());
-    field(&mut d, b"op", op.to_string().as_bytes());
+    d.field(b"version", CACHE_KEY_VERSION.as_bytes());
+    d.field(b"op", op.to_string().as_bytes());
     for input in inputs {
-        field(&mut d, b"input", input.0.to_string().as_bytes());
+        d.field(b"input", input.0.to_string().as_bytes());
     }
     for checksum in checksums {
-        field(&mut d, b"content", checksum.to_string().as_bytes());
+        d.field(b"content", checksum.to_string().as_bytes());
     }
     CacheKey(d.finish())
-}
-
-/// Writes one tagged, length-prefixed field, so that no two field sequences encode to
-/// the same bytes.
-fn field(d: &mut Digester, tag: &[u8], value: &[u8]) {
-    d.update(&(tag.len() as u64).to_be_bytes());
-    d.update(tag);
-    d.update(&(value.len() as u64).to_be_bytes());
-    d.update(value);
 }
 
 #[cfg(test)]

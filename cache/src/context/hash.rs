@@ -172,12 +172,12 @@ pub fn checksum(
 ) -> Result<(Digest, HashStats), ContextError> {
     let mut stats = HashStats::default();
     let mut d = Digester::new();
-    field(&mut d, b"version", CHECKSUM_VERSION);
+    d.field(b"version", CHECKSUM_VERSION);
     for source in selected {
-        field(&mut d, b"match", source.path.as_bytes());
+        d.field(b"match", source.path.as_bytes());
         for entry in &source.entries {
             stats.entries += 1;
-            field(&mut d, b"entry", entry.rel.as_bytes());
+            d.field(b"entry", entry.rel.as_bytes());
             header(&mut d, &entry.abs, &entry.meta)?;
             let ft = entry.meta.file_type();
             if ft.is_file() {
@@ -186,10 +186,10 @@ pub fn checksum(
                     stats.files_read += 1;
                     stats.bytes_read += entry.meta.size();
                 }
-                field(&mut d, b"content", digest.to_string().as_bytes());
+                d.field(b"content", digest.to_string().as_bytes());
             } else if ft.is_symlink() {
                 let target = fs::read_link(&entry.abs).map_err(io_at(&entry.abs))?;
-                field(&mut d, b"link", target.as_os_str().as_encoded_bytes());
+                d.field(b"link", target.as_os_str().as_encoded_bytes());
             }
         }
     }
@@ -214,18 +214,18 @@ fn header(d: &mut Digester, abs: &Path, meta: &Metadata) -> Result<(), ContextEr
     } else {
         b"socket"
     };
-    field(d, b"type", kind);
+    d.field(b"type", kind);
     // Symlink permission bits are meaningless on Linux and vary by filesystem.
     let mode = if ft.is_symlink() {
         0
     } else {
         meta.mode() & 0o7777
     };
-    field(d, b"mode", &mode.to_be_bytes());
-    field(d, b"uid", &meta.uid().to_be_bytes());
-    field(d, b"gid", &meta.gid().to_be_bytes());
+    d.field(b"mode", &mode.to_be_bytes());
+    d.field(b"uid", &meta.uid().to_be_bytes());
+    d.field(b"gid", &meta.gid().to_be_bytes());
     if ft.is_char_device() || ft.is_block_device() {
-        field(d, b"rdev", &meta.rdev().to_be_bytes());
+        d.field(b"rdev", &meta.rdev().to_be_bytes());
     }
     let mut names: Vec<_> = match xattr::list(abs) {
         Ok(names) => names.collect(),
@@ -237,18 +237,10 @@ fn header(d: &mut Digester, abs: &Path, meta: &Metadata) -> Result<(), ContextEr
         let value = xattr::get(abs, &name)
             .map_err(io_at(abs))?
             .unwrap_or_default();
-        field(d, b"xattr", name.as_encoded_bytes());
-        field(d, b"value", &value);
+        d.field(b"xattr", name.as_encoded_bytes());
+        d.field(b"value", &value);
     }
     Ok(())
-}
-
-fn field(d: &mut Digester, tag: &[u8], value: &[u8]) {
-    // Tagged and length-prefixed: no two field sequences share an encoding.
-    d.update(&(tag.len() as u64).to_be_bytes());
-    d.update(tag);
-    d.update(&(value.len() as u64).to_be_bytes());
-    d.update(value);
 }
 
 #[cfg(test)]

@@ -12,14 +12,14 @@ use kiln_cache::{ContentStore, LayerRecord};
 use kiln_image::archive::{ArchiveFormat, ArchiveImage, save};
 use kiln_image::config::ImageConfig;
 use kiln_image::layer::{ApplyOptions, Compression, WriteOptions, apply_layer, write_layer};
-use kiln_image::oci_spec::image::{Descriptor, ImageManifestBuilder, MediaType};
-use kiln_image::store::{ImageStore, ImageTarget};
-use kiln_image::{BlobWrite, Digest, ImageRef};
+use kiln_image::oci_spec::image::{Descriptor, MediaType};
+use kiln_image::store::ImageStore;
+use kiln_image::{Digest, ImageRef};
 use kiln_solver::VertexId;
 use kiln_solver::lower::LayerStep;
 
 use super::worker::{StateRef, WorkerParts};
-use crate::state::display_name;
+use crate::state::{display_name, store_image};
 
 /// `--output`.
 #[derive(Debug)]
@@ -222,7 +222,12 @@ pub fn export(
     }
 
     let content = parts.store.content();
-    let (manifest, config_digest) = store_image(content, &config, layers)?;
+    let descriptors = layers
+        .iter()
+        .map(|l| Descriptor::new(MediaType::from(l.media_type.as_str()), l.size, &l.blob))
+        .collect();
+    let manifest = store_image(content, &config, descriptors)?;
+    let config_digest = manifest.config.clone();
     let names = match output {
         Output::Image(names) => {
             let images = ImageStore::open(parts.store.root());
@@ -280,39 +285,4 @@ pub fn export(
         config: config_digest,
         names,
     })
-}
-
-/// Stores `config` and an OCI manifest over `layers`; returns the manifest target and
-/// the config digest.
-pub fn store_image(
-    content: &ContentStore,
-    config: &ImageConfig,
-    layers: &[LayerRecord],
-) -> anyhow::Result<(ImageTarget, Digest)> {
-    let (config_digest, config_size) = content.put_blob(&serde_json::to_vec(config)?)?;
-    let manifest = ImageManifestBuilder::default()
-        .schema_version(2u32)
-        .media_type(MediaType::ImageManifest)
-        .config(Descriptor::new(
-            MediaType::ImageConfig,
-            config_size,
-            &config_digest,
-        ))
-        .layers(
-            layers
-                .iter()
-                .map(|l| Descriptor::new(MediaType::from(l.media_type.as_str()), l.size, &l.blob))
-                .collect::<Vec<_>>(),
-        )
-        .build()?;
-    let (digest, size) = content.put_blob(&serde_json::to_vec(&manifest)?)?;
-    Ok((
-        ImageTarget {
-            media_type: MediaType::ImageManifest,
-            digest,
-            size,
-            config: config_digest.clone(),
-        },
-        config_digest,
-    ))
 }

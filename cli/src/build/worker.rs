@@ -175,11 +175,10 @@ impl WorkerParts {
                 // and the paths is enough.
                 let mut d = Digester::new();
                 for layer in layers.iter() {
-                    d.update(layer.diff_id.to_string().as_bytes());
+                    d.field(b"layer", layer.diff_id.to_string().as_bytes());
                 }
                 for path in &selector.paths {
-                    d.update(&(path.len() as u64).to_be_bytes());
-                    d.update(path.as_bytes());
+                    d.field(b"path", path.as_bytes());
                 }
                 Ok(d.finish())
             }
