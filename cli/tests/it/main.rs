@@ -1,7 +1,7 @@
 //! End-to-end tests of the `kiln` binary, one module per area.
 
-mod build;
 mod archives;
+mod build;
 mod compat;
 mod debug_expand;
 mod debug_parse;
