@@ -93,9 +93,12 @@ impl Flags {
             .map(|g| (g.value.as_str(), g.span))
     }
 
-    /// The value of a single-valued flag.
+    /// The value of a single-valued flag; an empty value counts as not given, as in
+    /// BuildKit (`--from=` copies from the context).
     pub(crate) fn string(&self, name: &str) -> Option<String> {
-        self.value(name).map(|(v, _)| v.to_owned())
+        self.value(name)
+            .filter(|(v, _)| !v.is_empty())
+            .map(|(v, _)| v.to_owned())
     }
 
     /// A boolean flag: `None` when not given.

@@ -618,7 +618,7 @@ fn file_transfer(
         })
         .collect();
     let chmod = match flags.value("chmod") {
-        None => None,
+        None | Some(("", _)) => None,
         Some((value, _)) if value.contains('$') => Some(Expandable::Deferred(value.to_owned())),
         Some((value, span)) => Some(Expandable::Literal(
             value

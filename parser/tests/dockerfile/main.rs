@@ -3,3 +3,4 @@
 mod golden;
 mod limits;
 mod props;
+mod typed;
