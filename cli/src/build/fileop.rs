@@ -136,8 +136,12 @@ fn copy_action(
             PathBuf::new()
         };
         if copy.unpack && !s.is_dir() && files::is_archive(&s.entries[0].abs)? {
-            let owner = resolve_owner(root, copy.owner.as_ref())?;
-            files::unpack(root, &copy.dest, &s.entries[0].abs, Some(owner))
+            // Extracted files keep the archive's owners unless --chown says otherwise.
+            let owner = match &copy.owner {
+                Some(owner) => Some(resolve_owner(root, Some(owner))?),
+                None => None,
+            };
+            files::unpack(root, &copy.dest, &s.entries[0].abs, owner)
                 .with_context(|| format!("extracting {}", s.path))?;
             continue;
         }

@@ -158,10 +158,12 @@ async fn blocking<T: Send + 'static>(
 
 impl WorkerParts {
     fn checksum(&self, input: &StateRef, selector: &Selector) -> anyhow::Result<Digest> {
+        // Whether an empty match is an error is the copy's business; the key covers
+        // whatever is there.
         let selection = Selection {
             sources: selector.paths.clone(),
             wildcard: selector.wildcard,
-            allow_empty: false,
+            allow_empty: true,
             excludes: selector.excludes.clone(),
         };
         match input {

@@ -1014,6 +1014,10 @@ fn start_stage(
                 .clone()
                 .expect("a base stage is lowered before the stages built on it");
             state.image.config.on_build = None;
+            // ARGs are per stage: a stage built on another one sees only the ENV it
+            // left in the config, and must declare the ARGs it uses again.
+            state.args = Vec::new();
+            state.env = Vars::default();
             state
         }
         (_, Some(image)) => {
