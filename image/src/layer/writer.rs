@@ -40,6 +40,8 @@ pub enum Source {
     Tree,
     /// An overlayfs upper dir: 0/0 character devices are whiteouts and directories with
     /// an `opaque` xattr hide their lower contents; overlay's own xattrs are dropped.
+    /// The mount must not have used `redirect_dir` or `metacopy` (both off by default),
+    /// since with them an upper dir alone no longer describes the change.
     OverlayUpper,
 }
 
