@@ -66,7 +66,6 @@ for i in range(4):
 PY
     touch "$TREE/.complete"
 fi
-rm -f "$TREE/.complete.tmp"
 SUBSET=$TREE/data   # a ~400 MiB part of the tree, to show memory does not grow with size
 
 # measure NAME COMMAND... : runs RUNS times (after one warm-up), prints median.
