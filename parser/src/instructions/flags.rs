@@ -15,26 +15,26 @@ pub(crate) enum Kind {
     List,
 }
 
-/// One flag given on the instruction.
-struct Given {
+/// One flag given on the instruction, its value borrowed from the node.
+struct Given<'a> {
     name: &'static str,
-    value: String,
+    value: &'a str,
     span: Span,
 }
 
 /// The flags of one instruction, validated against its declaration.
-pub(crate) struct Flags {
-    given: Vec<Given>,
+pub(crate) struct Flags<'a> {
+    given: Vec<Given<'a>>,
 }
 
-impl Flags {
+impl<'a> Flags<'a> {
     /// Checks `flags` against the declared `(name, kind)` pairs.
     pub(crate) fn parse(
         instruction: &'static str,
-        flags: &[Flag],
+        flags: &'a [Flag],
         declared: &[(&'static str, Kind)],
-    ) -> Result<Flags, ParseError> {
-        let mut given: Vec<Given> = Vec::with_capacity(flags.len());
+    ) -> Result<Flags<'a>, ParseError> {
+        let mut given: Vec<Given<'a>> = Vec::with_capacity(flags.len());
         for flag in flags {
             let err = |kind| ParseError::new(kind, flag.span);
             let body = flag.text.strip_prefix("--").unwrap_or(&flag.text);
@@ -54,9 +54,10 @@ impl Flags {
                 }));
             }
             let value = match (kind, value) {
-                (Kind::Bool, None) => "true".to_owned(),
-                (Kind::Bool, Some(v)) => match v.to_lowercase().as_str() {
-                    "true" | "false" => v.to_lowercase(),
+                (Kind::Bool, None) => "true",
+                (Kind::Bool, Some(v)) => match v {
+                    _ if v.eq_ignore_ascii_case("true") => "true",
+                    _ if v.eq_ignore_ascii_case("false") => "false",
                     "" => {
                         return Err(err(ErrorKind::FlagMissingValue {
                             flag: name.to_owned(),
@@ -74,7 +75,7 @@ impl Flags {
                         flag: name.to_owned(),
                     }));
                 }
-                (_, Some(v)) => v.to_owned(),
+                (_, Some(v)) => v,
             };
             given.push(Given {
                 name,
@@ -86,11 +87,11 @@ impl Flags {
     }
 
     /// The value of a single-valued flag, with its span.
-    pub(crate) fn value(&self, name: &str) -> Option<(&str, Span)> {
+    pub(crate) fn value(&self, name: &str) -> Option<(&'a str, Span)> {
         self.given
             .iter()
             .find(|g| g.name == name)
-            .map(|g| (g.value.as_str(), g.span))
+            .map(|g| (g.value, g.span))
     }
 
     /// The value of a single-valued flag; an empty value counts as not given, as in
@@ -107,10 +108,10 @@ impl Flags {
     }
 
     /// Every value of a list flag, in order, with spans.
-    pub(crate) fn list(&self, name: &str) -> impl Iterator<Item = (&str, Span)> {
+    pub(crate) fn list(&self, name: &str) -> impl Iterator<Item = (&'a str, Span)> {
         self.given
             .iter()
             .filter(move |g| g.name == name)
-            .map(|g| (g.value.as_str(), g.span))
+            .map(|g| (g.value, g.span))
     }
 }

@@ -466,7 +466,7 @@ fn typed(node: &mut Node) -> Result<Typed, ParseError> {
         "onbuild" => Command::Onbuild(onbuild(node)?),
         _ => {
             return Err(err(ErrorKind::UnknownInstruction {
-                keyword: node.keyword.clone(),
+                keyword: node.keyword.to_string(),
             }));
         }
     };
@@ -645,9 +645,10 @@ fn copy(node: &mut Node) -> Result<CopyInstruction, ParseError> {
             node.keyword_span,
         ));
     }
+    let given = std::mem::take(&mut node.flags);
     let flags = Flags::parse(
         "COPY",
-        &node.flags,
+        &given,
         &[
             ("exclude", Kind::List),
             ("parents", Kind::Bool),
@@ -671,9 +672,10 @@ fn add(node: &mut Node) -> Result<AddInstruction, ParseError> {
             node.keyword_span,
         ));
     }
+    let given = std::mem::take(&mut node.flags);
     let flags = Flags::parse(
         "ADD",
-        &node.flags,
+        &given,
         &[
             ("exclude", Kind::List),
             ("chown", Kind::Value),

@@ -10,7 +10,7 @@
 
 use crate::error::{ErrorKind, ParseError};
 use crate::span::{LineIndex, Span};
-use crate::syntax::{Flag, KEYWORD_MAX, Node, lowercase_keyword};
+use crate::syntax::{Flag, KEYWORD_MAX, Node, keyword_of, lowercase_keyword};
 
 /// A logical line: physical line pieces glued together by continuations, with the map
 /// back to source offsets.
@@ -99,7 +99,7 @@ pub(crate) fn node_from_line(
     let error = |kind| ParseError::new(kind, keyword_span);
 
     let mut node = Node {
-        keyword: keyword.to_owned(),
+        keyword: keyword_of(keyword),
         flags,
         args: Vec::new(),
         trigger: None,
@@ -159,34 +159,14 @@ pub(crate) fn node_from_line(
 /// BuildKit's `extractBuilderFlags`; a lone `--` ends the flags.
 fn extract_flags(ctx: &LineContext<'_, '_>, line: &str, base: usize) -> (Vec<Flag>, usize) {
     let mut flags = Vec::new();
-    let mut chars = line.char_indices().peekable();
+    let mut pos = 0;
     loop {
-        while chars.next_if(|&(_, c)| c.is_whitespace()).is_some() {}
-        let Some(&(start, _)) = chars.peek() else {
-            return (flags, line.len());
-        };
+        let rest = &line[pos..];
+        let start = pos + (rest.len() - rest.trim_start().len());
         if !line[start..].starts_with("--") {
             return (flags, start);
         }
-        let mut word = String::new();
-        let mut quote: Option<char> = None;
-        let mut end = line.len();
-        while let Some((i, c)) = chars.next() {
-            match (quote, c) {
-                (None, c) if c.is_whitespace() => {
-                    end = i;
-                    break;
-                }
-                (None, '\'' | '"') => quote = Some(c),
-                (Some(q), c) if c == q => quote = None,
-                (_, '\\') => {
-                    if let Some((_, n)) = chars.next() {
-                        word.push(n);
-                    }
-                }
-                (_, c) => word.push(c),
-            }
-        }
+        let (word, end) = flag_word(line, start);
         if word == "--" {
             return (flags, end);
         }
@@ -194,7 +174,40 @@ fn extract_flags(ctx: &LineContext<'_, '_>, line: &str, base: usize) -> (Vec<Fla
             text: word,
             span: ctx.span(base + start, base + end),
         });
+        pos = end;
     }
+}
+
+/// The flag word starting at `start`, quotes and escapes removed, and where it ends.
+fn flag_word(line: &str, start: usize) -> (String, usize) {
+    let bytes = &line.as_bytes()[start..];
+    let plain = bytes
+        .iter()
+        .position(|&b| b >= 0x80 || matches!(b, b'\t'..=b'\r' | b' ' | b'\'' | b'"' | b'\\'))
+        .unwrap_or(bytes.len());
+    if bytes
+        .get(plain)
+        .is_none_or(|b| matches!(b, b'\t'..=b'\r' | b' '))
+    {
+        return (line[start..start + plain].to_owned(), start + plain);
+    }
+    let mut word = String::new();
+    let mut quote: Option<char> = None;
+    let mut chars = line[start..].char_indices();
+    while let Some((i, c)) = chars.next() {
+        match (quote, c) {
+            (None, c) if c.is_whitespace() => return (word, start + i),
+            (None, '\'' | '"') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (_, '\\') => {
+                if let Some((_, n)) = chars.next() {
+                    word.push(n);
+                }
+            }
+            (_, c) => word.push(c),
+        }
+    }
+    (word, line.len())
 }
 
 /// BuildKit's `parseJSON`: `Some` if `rest` is, in full, a JSON array of strings; an

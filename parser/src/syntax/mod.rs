@@ -18,6 +18,8 @@ mod dump;
 pub(crate) mod heredoc;
 mod line;
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 
 pub use directives::{CheckConfig, Directive};
@@ -45,8 +47,9 @@ pub struct SyntaxTree {
 /// One instruction as the syntax layer sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Node {
-    /// The keyword as written (`RUN`, `run`, …).
-    pub keyword: String,
+    /// The keyword as written (`RUN`, `run`, …); the usual uppercase spellings are
+    /// shared rather than allocated per node.
+    pub keyword: Cow<'static, str>,
     /// The leading `--flag[=value]` words, quotes removed, not yet validated.
     pub flags: Vec<Flag>,
     /// The arguments as BuildKit's line parser for this keyword cuts them.
@@ -105,6 +108,36 @@ pub(crate) fn lowercase_keyword<'b>(keyword: &'b str, buf: &'b mut [u8; KEYWORD_
             std::str::from_utf8(dst).unwrap_or(keyword)
         }
         _ => keyword,
+    }
+}
+
+/// The instructions, as usually written.
+const KEYWORDS: [&str; 18] = [
+    "FROM",
+    "RUN",
+    "CMD",
+    "LABEL",
+    "MAINTAINER",
+    "EXPOSE",
+    "ENV",
+    "ADD",
+    "COPY",
+    "ENTRYPOINT",
+    "VOLUME",
+    "USER",
+    "WORKDIR",
+    "ARG",
+    "ONBUILD",
+    "STOPSIGNAL",
+    "HEALTHCHECK",
+    "SHELL",
+];
+
+/// `keyword` as a node keeps it: a shared constant for the usual spellings.
+pub(crate) fn keyword_of(keyword: &str) -> Cow<'static, str> {
+    match KEYWORDS.iter().find(|k| **k == keyword) {
+        Some(k) => Cow::Borrowed(k),
+        None => Cow::Owned(keyword.to_owned()),
     }
 }
 
