@@ -27,6 +27,12 @@ use crate::spec::{self, SpecInputs};
 use crate::stubs::MountStubs;
 use crate::supervise::{Ending, Sinks, TAIL_LINES, Tail, supervise, wait_exit};
 
+/// Mount points that stay in a step's layer when the rootfs lacked them: the kernel
+/// filesystems every container gets (mounts below them land inside those filesystems,
+/// not in the layer). `docker build` leaves these empty directories in
+/// the layer of a step that needed them, and kiln's layers must be the same.
+const KEPT_MOUNT_POINTS: [&str; 3] = ["/proc", "/dev", "/sys"];
+
 /// The state directory's sub-folder that is runc's `--root`.
 const RUNC_ROOT: &str = "runc";
 
@@ -243,7 +249,8 @@ impl<M: Mounter, R: Runtime> Executor for RuncExecutor<M, R> {
             .mounts()
             .iter()
             .flatten()
-            .map(|m| m.destination().as_path());
+            .map(|m| m.destination().as_path())
+            .filter(|d| !KEPT_MOUNT_POINTS.iter().any(|kept| d.starts_with(kept)));
         let stubs = MountStubs::record(
             &inputs.root,
             destinations,

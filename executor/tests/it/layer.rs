@@ -23,10 +23,10 @@ fn a_written_file_lands_in_the_upper_and_etc_files_do_not() {
 }
 
 #[test]
-fn scratch_leaves_no_mount_point_stubs() {
+fn scratch_keeps_only_the_kernel_mount_points_as_docker_build_does() {
     let ctx = TestContext::bare();
     ctx.stdout_of(ctx.request("touch /made"));
-    assert_eq!(ctx.upper_tree(), ["made"]);
+    assert_eq!(ctx.upper_tree(), ["dev", "made", "proc", "sys"]);
 }
 
 #[test]
@@ -44,7 +44,10 @@ fn no_lower_dirs_at_all_still_runs() {
         },
     );
     assert_eq!(ctx.stdout_of(req), "scratch\n");
-    assert!(!ctx.upper().join("proc").exists());
+    assert!(
+        ctx.upper().join("proc").is_dir(),
+        "kept, as docker build keeps it"
+    );
     assert!(!ctx.upper().join("etc").exists());
     ctx.assert_no_leftovers();
 }
@@ -97,14 +100,7 @@ fn a_plain_dir_rootfs_is_changed_in_place_without_stubs() {
     assert_eq!(outcome.upper, rootfs);
     assert!(rootfs.join("made").is_file());
     assert!(!rootfs.join("data/remove-me").exists());
-    for stub in [
-        "proc",
-        "dev",
-        "sys",
-        "etc/hosts",
-        "etc/hostname",
-        "etc/resolv.conf",
-    ] {
+    for stub in ["etc/hosts", "etc/hostname", "etc/resolv.conf"] {
         assert!(!rootfs.join(stub).exists(), "{stub} left in the rootfs");
     }
     ctx.assert_no_leftovers();

@@ -51,6 +51,10 @@ impl TestContext {
     pub fn new() -> TestContext {
         let ctx = TestContext::bare();
         let lower = ctx.lower();
+        // As in an image whose first RUN already made the kernel mount points.
+        for kernel in ["dev", "proc", "sys"] {
+            fs::create_dir_all(lower.join(kernel)).unwrap();
+        }
         fs::create_dir_all(lower.join("etc")).unwrap();
         fs::write(lower.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
         fs::create_dir_all(lower.join("data")).unwrap();
