@@ -10,8 +10,9 @@
 //! context the builder sees.
 //!
 //! With `KILN_COMPAT_RECORD=1` the same test records the golden files from the Docker
-//! daemon at `DOCKER_HOST` instead of checking kiln (`testdata/compat/record.sh` starts
-//! one). Recording and checking share [`describe`], so they read images the same way.
+//! daemon at `DOCKER_HOST`, through the client named by `KILN_COMPAT_DOCKER`, instead of
+//! checking kiln (`testdata/compat/record.sh` starts the daemon and sets both).
+//! Recording and checking share [`describe`], so they read images the same way.
 //! `KILN_COMPAT_CASE=a,b` limits either to the named cases.
 
 mod describe;
@@ -30,8 +31,11 @@ const RECORD_ENV: &str = "KILN_COMPAT_RECORD";
 const ONLY_ENV: &str = "KILN_COMPAT_CASE";
 /// The busybox copied into every context.
 const BUSYBOX: &str = "/bin/busybox";
-/// Debian's Docker 20.10 client; a newer client elsewhere on the PATH may lack BuildKit.
-const DOCKER: &str = "/usr/bin/docker";
+/// The Docker client that records, when set; a client found on the PATH may lack
+/// BuildKit, so the default is Debian's.
+const DOCKER_ENV: &str = "KILN_COMPAT_DOCKER";
+/// The client used when `KILN_COMPAT_DOCKER` is unset: Debian's docker.io.
+const DEFAULT_DOCKER: &str = "/usr/bin/docker";
 /// How many differences a failing case prints before summing up the rest.
 const MAX_LINES_PER_CASE: usize = 80;
 /// Files of a case directory that are the harness's, not the build context's.
@@ -251,14 +255,18 @@ fn record(cases: &[Case]) {
         !host.is_empty(),
         "{RECORD_ENV}=1 needs DOCKER_HOST: run bash testdata/compat/record.sh"
     );
+    let docker = std::env::var(DOCKER_ENV)
+        .ok()
+        .filter(|path| !path.is_empty())
+        .unwrap_or_else(|| DEFAULT_DOCKER.to_owned());
     assert!(
-        Path::new(DOCKER).is_file(),
-        "{DOCKER} is missing: apt-get install -y docker.io"
+        Path::new(&docker).is_file(),
+        "{docker} is missing: run bash testdata/compat/record.sh"
     );
     let scratch = tempfile::tempdir().expect("temp dir");
     let mut failures = Vec::new();
     for case in cases {
-        match record_case(case, scratch.path()) {
+        match record_case(case, Path::new(&docker), scratch.path()) {
             Ok(()) => eprintln!("recorded {}", case.name),
             Err(e) => failures.push(format!("{}: {e}", case.name)),
         }
@@ -270,15 +278,15 @@ fn record(cases: &[Case]) {
     );
 }
 
-fn record_case(case: &Case, scratch: &Path) -> Result<(), String> {
+fn record_case(case: &Case, client: &Path, scratch: &Path) -> Result<(), String> {
     let ctx = case.context(scratch);
     let tag = case.tag();
     let docker = |args: &[&str]| -> Result<(), String> {
-        let out = Command::new(DOCKER)
+        let out = Command::new(client)
             .env("DOCKER_BUILDKIT", "1")
             .args(args)
             .output()
-            .map_err(|e| format!("running {DOCKER}: {e}"))?;
+            .map_err(|e| format!("running {}: {e}", client.display()))?;
         if out.status.success() {
             Ok(())
         } else {
