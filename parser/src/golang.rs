@@ -1,7 +1,8 @@
 //! The few Go standard-library behaviours that BuildKit's Dockerfile frontend inherits
-//! and that therefore decide what a Dockerfile means: `strconv.Quote` (the golden dump
-//! format), `strconv.ParseBool` (mount options, the `check` directive) and
-//! `time.ParseDuration` (HEALTHCHECK intervals).
+//! and that therefore decide what a Dockerfile means or how an image records it:
+//! `strconv.Quote` and `QuoteRune` (the golden dump format, `%q` in image history),
+//! `strconv.ParseBool` (mount options, the `check` directive), `time.ParseDuration`
+//! (HEALTHCHECK intervals) and `time.Duration.String` (their history text).
 //!
 //! They are reproduced here rather than approximated with Rust's own parsers, whose
 //! accepted inputs differ (`"1"` is a bool in Go, `"1h30m"` a duration).
@@ -10,35 +11,87 @@ use std::fmt::Write as _;
 
 use unicode_general_category::{GeneralCategory, get_general_category};
 
+/// `s` quoted as Go's `strconv.Quote` does.
+pub fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    quote_into(&mut out, s);
+    out
+}
+
 /// Appends `s` quoted as Go's `strconv.Quote` does.
-pub(crate) fn quote_into(out: &mut String, s: &str) {
+pub fn quote_into(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
-        match c {
-            '"' | '\\' => {
-                out.push('\\');
-                out.push(c);
-            }
-            _ if is_print(c) => out.push(c),
-            '\u{7}' => out.push_str("\\a"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{b}' => out.push_str("\\v"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            c if (c as u32) < 0x10000 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => {
-                let _ = write!(out, "\\U{:08x}", c as u32);
+        push_escaped(out, c, '"');
+    }
+    out.push('"');
+}
+
+/// An integer as Go's `%q` prints it: `strconv.QuoteRune`, e.g. `'\x04'` for 4.
+pub fn quote_rune(value: u32) -> String {
+    let mut out = String::from("'");
+    match char::from_u32(value) {
+        Some(c) => push_escaped(&mut out, c, '\''),
+        None => out.push('\u{fffd}'),
+    }
+    out.push('\'');
+    out
+}
+
+/// Appends one character as Go's quoting functions write it inside `quote` marks.
+fn push_escaped(out: &mut String, c: char, quote: char) {
+    match c {
+        _ if c == quote || c == '\\' => {
+            out.push('\\');
+            out.push(c);
+        }
+        _ if is_print(c) => out.push(c),
+        '\u{7}' => out.push_str("\\a"),
+        '\u{8}' => out.push_str("\\b"),
+        '\u{c}' => out.push_str("\\f"),
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        '\u{b}' => out.push_str("\\v"),
+        c if (c as u32) < 0x20 || c == '\u{7f}' => {
+            let _ = write!(out, "\\x{:02x}", c as u32);
+        }
+        c if (c as u32) < 0x10000 => {
+            let _ = write!(out, "\\u{:04x}", c as u32);
+        }
+        c => {
+            let _ = write!(out, "\\U{:08x}", c as u32);
+        }
+    }
+}
+
+/// Go's `time.Duration.String` for a non-negative number of nanoseconds.
+pub fn format_duration(nanos: u64) -> String {
+    fn fraction(value: u64, digits: u32) -> String {
+        let unit = 10u64.pow(digits);
+        let (whole, frac) = (value / unit, value % unit);
+        if frac == 0 {
+            return whole.to_string();
+        }
+        let frac = format!("{frac:0width$}", width = digits as usize);
+        format!("{whole}.{}", frac.trim_end_matches('0'))
+    }
+    match nanos {
+        0 => "0s".to_owned(),
+        n if n < 1_000 => format!("{n}ns"),
+        n if n < 1_000_000 => format!("{}µs", fraction(n, 3)),
+        n if n < 1_000_000_000 => format!("{}ms", fraction(n, 6)),
+        n => {
+            let secs = n / 1_000_000_000;
+            let s = fraction((secs % 60) * 1_000_000_000 + n % 1_000_000_000, 9);
+            let (h, m) = (secs / 3600, secs / 60 % 60);
+            match (h, m) {
+                (0, 0) => format!("{s}s"),
+                (0, m) => format!("{m}m{s}s"),
+                (h, m) => format!("{h}h{m}m{s}s"),
             }
         }
     }
-    out.push('"');
 }
 
 /// Go's `strconv.IsPrint`: letters, marks, numbers, punctuation, symbols and the ASCII
@@ -61,7 +114,7 @@ fn is_print(c: char) -> bool {
 }
 
 /// Go's `strconv.ParseBool`.
-pub(crate) fn parse_bool(s: &str) -> Option<bool> {
+pub fn parse_bool(s: &str) -> Option<bool> {
     match s {
         "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
         "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
@@ -70,7 +123,7 @@ pub(crate) fn parse_bool(s: &str) -> Option<bool> {
 }
 
 /// Go's `time.ParseDuration`, in nanoseconds; `None` where Go returns an error.
-pub(crate) fn parse_duration(s: &str) -> Option<i64> {
+pub fn parse_duration(s: &str) -> Option<i64> {
     const LIMIT: u64 = 1 << 63;
     let (neg, mut rest) = match s.as_bytes().first() {
         Some(b'-') => (true, &s[1..]),
@@ -163,6 +216,17 @@ pub(crate) fn parse_duration(s: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_print_as_go_prints_them() {
+        assert_eq!(format_duration(0), "0s");
+        assert_eq!(format_duration(30_000_000_000), "30s");
+        assert_eq!(format_duration(90_000_000_000), "1m30s");
+        assert_eq!(format_duration(3_600_000_000_000), "1h0m0s");
+        assert_eq!(format_duration(1_500_000_000), "1.5s");
+        assert_eq!(format_duration(100_000_000), "100ms");
+        assert_eq!(format_duration(1_500), "1.5µs");
+    }
 
     fn quote(s: &str) -> String {
         let mut out = String::new();

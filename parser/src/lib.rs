@@ -28,7 +28,7 @@
 //! - input must be UTF-8 (`parse` takes `&str`).
 #![deny(missing_docs)]
 mod error;
-mod golang;
+pub mod golang;
 pub mod instructions;
 pub mod shell;
 mod span;

@@ -120,6 +120,7 @@ fn copy_action(
             "when using COPY with more than one source file, the destination must be a directory and end with a /"
         );
     }
+    let mut roots = Vec::new();
     let mut entries = Vec::new();
     for s in &selected {
         let base_name = Path::new(&s.path)
@@ -146,14 +147,21 @@ fn copy_action(
             continue;
         }
         for e in &s.entries {
-            entries.push(CopyEntry {
+            let entry = CopyEntry {
                 source: e.abs.clone(),
                 target: if e.rel.is_empty() {
                     prefix.clone()
                 } else {
                     prefix.join(&e.rel)
                 },
-            });
+            };
+            // A copied directory's own entry keeps its mode: --chmod applies to what
+            // is inside it, as in docker build.
+            if e.rel.is_empty() && s.is_dir() {
+                roots.push(entry);
+            } else {
+                entries.push(entry);
+            }
         }
     }
     let owner = match &copy.owner {
@@ -162,15 +170,18 @@ fn copy_action(
         None if from_context => Some(files::Owner { uid: 0, gid: 0 }),
         None => None,
     };
-    let request = CopyRequest {
-        root: root.to_owned(),
-        dest: copy.dest.clone(),
-        entries,
-        owner,
-        chmod: copy.mode.as_ref().map(chmod).transpose()?,
-        create_parents: true,
-    };
-    files::copy(&request).with_context(|| format!("copying to {}", copy.dest))?;
+    let chmod = copy.mode.as_ref().map(chmod).transpose()?;
+    for (entries, chmod) in [(roots, None), (entries, chmod)] {
+        let request = CopyRequest {
+            root: root.to_owned(),
+            dest: copy.dest.clone(),
+            entries,
+            owner,
+            chmod,
+            create_parents: true,
+        };
+        files::copy(&request).with_context(|| format!("copying to {}", copy.dest))?;
+    }
     drop(view);
     Ok(())
 }
@@ -225,8 +236,12 @@ pub fn resolve_user_in_lowers(
             fs::copy(&path, view.join("etc").join(name))?;
         }
     }
-    let user = files::resolve_user(&view, spec).with_context(|| format!("USER {spec}"))?;
+    let mut user = files::resolve_user(&view, spec).with_context(|| format!("USER {spec}"))?;
     fs::remove_dir_all(&view)?;
+    // The primary group is among the process's groups, as BuildKit sets them up.
+    if !user.additional_gids.contains(&user.gid) {
+        user.additional_gids.insert(0, user.gid);
+    }
     Ok(user)
 }
 

@@ -358,10 +358,7 @@ impl WorkerParts {
         base: &[LayerRecord],
         upper: &Path,
     ) -> anyhow::Result<StateRef> {
-        if fs::read_dir(upper)?.next().is_none() {
-            // No changes: no layer, as BuildKit leaves an empty diff out.
-            return Ok(StateRef::Layers(Arc::new(base.to_vec())));
-        }
+        // A step that changed nothing still gets its (empty) layer, as in docker build.
         let content = self.store.content();
         let mut writer = content.writer()?;
         let options = WriteOptions {

@@ -30,6 +30,17 @@ pub fn mkdir(
     if !parents && let Some(parent) = rel.parent() {
         require_dir(root, &root.join(parent), path)?;
     }
+    if parents {
+        // `mkdir -p` (Go's `MkdirAll`, which BuildKit uses) also makes a directory named
+        // just before a `..`: `/a/b/../c` creates `/a/b` as well as `/a/c`.
+        let parts: Vec<&str> = path.split('/').collect();
+        for (i, pair) in parts.windows(2).enumerate() {
+            if pair[1] == ".." && !matches!(pair[0], "" | "." | "..") {
+                let prefix = parts[..=i].join("/");
+                create_dirs(root, &resolve(root, Path::new(&prefix))?, mode, owner)?;
+            }
+        }
+    }
     create_dirs(root, &rel, mode, owner)?;
     Ok(())
 }

@@ -80,7 +80,7 @@ pub(crate) fn lower_config(
             for port in &exposed {
                 set.insert(port.clone(), EmptyObject {});
             }
-            format!("EXPOSE {}", go_list(&exposed))
+            format!("EXPOSE {}", history::go_set(&exposed))
         }
         Command::Volume(paths) => {
             let mut volumes = Vec::with_capacity(paths.len());
@@ -110,7 +110,8 @@ pub(crate) fn lower_config(
         }
         Command::Cmd(line) => {
             let args = command_args(state, line);
-            state.image.config.cmd = Some(args.clone());
+            // `CMD []` clears the command: Docker omits an empty list.
+            state.image.config.cmd = (!args.is_empty()).then(|| args.clone());
             state.image.config.args_escaped = Some(true);
             state.cmd_set = true;
             format!("CMD {}", go_quoted_list(&args))
@@ -175,6 +176,18 @@ fn lower_arg(
     arg: &ArgInstruction,
     at: &Place,
 ) -> Result<String, LowerError> {
+    // History shows each declaration with its default as written (expanded), not the
+    // value a --build-arg gives it, as BuildKit records it.
+    let mut words = Vec::with_capacity(arg.args.len());
+    for decl in &arg.args {
+        match &decl.default {
+            Some(default) => {
+                let default = expand_in(builder, state, default, at)?;
+                words.push(format!("{}={default}", decl.name));
+            }
+            None => words.push(decl.name.clone()),
+        }
+    }
     let declared = args::declare(
         arg,
         &state.env,
@@ -183,14 +196,9 @@ fn lower_arg(
         &builder.lex,
         at,
     )?;
-    let mut words = Vec::with_capacity(declared.len());
     for decl in declared {
-        match &decl.value {
-            Some(value) => {
-                state.env.set(&decl.name, value);
-                words.push(format!("{}={value}", decl.name));
-            }
-            None => words.push(decl.name.clone()),
+        if let Some(value) = &decl.value {
+            state.env.set(&decl.name, value);
         }
         state.args.push(decl);
     }
@@ -207,7 +215,13 @@ pub(crate) fn lower_workdir(
     at: &Place,
 ) -> Result<(), LowerError> {
     let dir = expand_in(builder, state, dir, at)?;
-    let wd = clean_path(&join_path(state.workdir(), &dir));
+    // As BuildKit: an absolute WORKDIR is kept as written, a relative one is joined to
+    // the previous one and cleaned.
+    let wd = if dir.starts_with('/') {
+        dir
+    } else {
+        clean_path(&join_path(state.workdir(), &dir))
+    };
     state.image.config.working_dir = Some(wd.clone());
     let mut layer = None;
     if wd != "/" {

@@ -1014,10 +1014,10 @@ fn start_stage(
                 .clone()
                 .expect("a base stage is lowered before the stages built on it");
             state.image.config.on_build = None;
-            // ARGs are per stage: a stage built on another one sees only the ENV it
-            // left in the config, and must declare the ARGs it uses again.
+            // A stage built on another one keeps the values of its ARGs in the step
+            // environment (they live in the filesystem state, as in BuildKit), but not
+            // their declarations: its RUN history lists only ARGs it declares itself.
             state.args = Vec::new();
-            state.env = Vars::default();
             state
         }
         (_, Some(image)) => {
@@ -1070,6 +1070,16 @@ fn start_stage(
     if let Base::Image(_) = stage.base {
         // The FROM step is numbered, as BuildKit counts it.
         state.step_name("");
+    }
+    // Docker records the working directory even when no WORKDIR set one.
+    if state
+        .image
+        .config
+        .working_dir
+        .as_deref()
+        .is_none_or(str::is_empty)
+    {
+        state.image.config.working_dir = Some("/".to_owned());
     }
     if state.image.config.env_var("PATH").is_none() {
         state.image.config.set_env_var(
