@@ -8,6 +8,7 @@
 //! it without unpacking anything.
 
 use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -18,7 +19,9 @@ use kiln_executor::{
     CancelToken, ExecRequest, Executor, Mount, MountKind, NetworkMode, OutputStream, Rootfs,
     RuncExecutor, SecurityMode,
 };
-use kiln_image::layer::{Source as LayerSource, WriteOptions, write_layer};
+use kiln_image::layer::{
+    ApplyOptions, Source as LayerSource, WriteOptions, apply_layer, write_layer,
+};
 use kiln_image::oci_spec::image::ImageManifest;
 use kiln_image::{BlobRead, Digest, Digester, ImageConfig};
 use kiln_solver::op::{ExecMount, ExecOp, Op, SourceOp};
@@ -124,7 +127,7 @@ impl Worker for LocalWorker {
     }
 
     async fn lookup(&self, vertex: &Vertex, key: &CacheKey) -> Result<Option<StateRef>, StepError> {
-        if matches!(vertex.op, Op::Source(_) | Op::Merge(_)) {
+        if matches!(vertex.op, Op::Source(_)) {
             // Cheap to redo, and an image source must be read from the store anyway.
             return Ok(None);
         }
@@ -214,13 +217,7 @@ impl WorkerParts {
             Op::Source(SourceOp::Http { url, .. }) => {
                 bail!("ADD from a URL ({url}) needs network access kiln does not provide yet")
             }
-            Op::Merge(_) => {
-                let mut layers = Vec::new();
-                for input in &inputs {
-                    layers.extend_from_slice(input.layers()?);
-                }
-                return Ok(StateRef::Layers(Arc::new(layers)));
-            }
+            Op::Merge(_) => self.merge(&inputs)?,
             Op::Exec(exec) => self.run_exec(id, exec, &inputs)?,
             Op::File(file) => fileop::run(self, file, &inputs)?,
         };
@@ -267,6 +264,87 @@ impl WorkerParts {
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(StateRef::Layers(Arc::new(layers)))
+    }
+
+    /// Stacks the layers of `inputs` in order (`COPY --link`). A layer laid over others
+    /// keeps its files, but a directory it holds that is already a directory below keeps
+    /// the mode and owner it has there: docker build's image store records a linked
+    /// layer as its difference from the layers below, in which such a directory is only
+    /// the one below with new contents.
+    fn merge(&self, inputs: &[StateRef]) -> anyhow::Result<StateRef> {
+        let mut layers: Vec<LayerRecord> = Vec::new();
+        for input in inputs {
+            for layer in input.layers()? {
+                let fitted = self.fit_over(&layers, layer)?;
+                layers.push(fitted);
+            }
+        }
+        Ok(StateRef::Layers(Arc::new(layers)))
+    }
+
+    /// `layer` with its directories that exist below given the metadata they have there;
+    /// the layer itself when none differs.
+    fn fit_over(&self, below: &[LayerRecord], layer: &LayerRecord) -> anyhow::Result<LayerRecord> {
+        if below.is_empty() {
+            return Ok(layer.clone());
+        }
+        let content = self.store.content();
+        let scratch = self.snapshots.scratch()?;
+        let tree = scratch.path().join("tree");
+        fs::create_dir(&tree)?;
+        let blob = content.open_blob(&layer.blob)?;
+        apply_layer(
+            std::io::BufReader::new(blob),
+            &tree,
+            &ApplyOptions::default(),
+        )
+        .with_context(|| format!("unpacking layer {}", layer.blob))?;
+        let view = fileop::ReadOnlyView::mount(self, below)?;
+        let mut changed = false;
+        for entry in walkdir::WalkDir::new(&tree).min_depth(1) {
+            let entry = entry?;
+            if !entry.file_type().is_dir() {
+                continue;
+            }
+            let rel = entry
+                .path()
+                .strip_prefix(&tree)?
+                .to_string_lossy()
+                .into_owned();
+            let Ok(under) = kiln_executor::file::resolve_in_root(view.path(), &rel) else {
+                continue;
+            };
+            let Ok(base) = fs::symlink_metadata(&under) else {
+                continue;
+            };
+            let own = entry.metadata()?;
+            if !base.is_dir()
+                || (base.mode() & 0o7777, base.uid(), base.gid())
+                    == (own.mode() & 0o7777, own.uid(), own.gid())
+            {
+                continue;
+            }
+            std::os::unix::fs::lchown(entry.path(), Some(base.uid()), Some(base.gid()))?;
+            fs::set_permissions(
+                entry.path(),
+                fs::Permissions::from_mode(base.mode() & 0o7777),
+            )?;
+            changed = true;
+        }
+        drop(view);
+        if !changed {
+            return Ok(layer.clone());
+        }
+        let mut writer = content.writer()?;
+        let written = write_layer(&tree, &mut writer, &self.layer_options)?;
+        writer.commit(Some(&written.digest))?;
+        Ok(LayerRecord {
+            diff_id: written.diff_id,
+            blob: written.digest,
+            size: written.size,
+            media_type: written.media_type.to_string(),
+            created: layer.created,
+        })
     }
 
     /// The overlay lower dirs (top first) for a chain, unpacking what is missing.
