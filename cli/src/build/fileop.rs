@@ -98,7 +98,7 @@ fn copy_action(
     let (tree_root, ignore, from_context) = match source {
         StateRef::Context => (parts.context.dir.clone(), &parts.context.ignore, true),
         StateRef::Layers(layers) => {
-            let mounted = ReadOnlyView::mount(parts, layers)?;
+            let mounted = ScratchView::of_layers(parts, layers)?;
             let path = mounted.path().to_owned();
             view = Some(mounted);
             (path, &no_ignore, false)
@@ -283,23 +283,27 @@ impl Drop for Overlay {
     }
 }
 
-/// A stage's filesystem mounted read-only (writes go to a throw-away upper dir), for
-/// `COPY --from` and `RUN --mount=type=bind,from=…`.
-pub struct ReadOnlyView {
+/// A filesystem mounted so that writes to it go to a throw-away upper dir: for
+/// `COPY --from` and `RUN --mount=type=bind` (read-write binds discard their writes).
+pub struct ScratchView {
     overlay: Option<Overlay>,
     path: PathBuf,
     _scratch: ScratchDir,
 }
 
-impl ReadOnlyView {
+impl ScratchView {
     /// Mounts the chain `layers`.
-    pub fn mount(parts: &WorkerParts, layers: &[LayerRecord]) -> anyhow::Result<ReadOnlyView> {
+    pub fn of_layers(parts: &WorkerParts, layers: &[LayerRecord]) -> anyhow::Result<ScratchView> {
+        ScratchView::mount(parts, parts.lowerdirs(layers)?)
+    }
+
+    /// Mounts `lowers` (top first; none for an empty tree).
+    pub fn mount(parts: &WorkerParts, lowers: Vec<PathBuf>) -> anyhow::Result<ScratchView> {
         let scratch = parts.snapshots.scratch()?;
-        let lowers = parts.lowerdirs(layers)?;
         if lowers.is_empty() {
             let empty = scratch.path().join("empty");
             fs::create_dir(&empty)?;
-            return Ok(ReadOnlyView {
+            return Ok(ScratchView {
                 overlay: None,
                 path: empty,
                 _scratch: scratch,
@@ -308,7 +312,7 @@ impl ReadOnlyView {
         let upper = scratch.path().join("upper");
         fs::create_dir(&upper)?;
         let overlay = Overlay::mount(&scratch, lowers, &upper)?;
-        Ok(ReadOnlyView {
+        Ok(ScratchView {
             path: overlay.target.clone(),
             overlay: Some(overlay),
             _scratch: scratch,
@@ -321,7 +325,7 @@ impl ReadOnlyView {
     }
 }
 
-impl Drop for ReadOnlyView {
+impl Drop for ScratchView {
     fn drop(&mut self) {
         // Unmount before the scratch dir is removed.
         self.overlay.take();

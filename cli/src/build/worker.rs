@@ -299,7 +299,7 @@ impl WorkerParts {
             &ApplyOptions::default(),
         )
         .with_context(|| format!("unpacking layer {}", layer.blob))?;
-        let view = fileop::ReadOnlyView::mount(self, below)?;
+        let view = fileop::ScratchView::of_layers(self, below)?;
         let mut changed = false;
         for entry in walkdir::WalkDir::new(&tree).min_depth(1) {
             let entry = entry?;
@@ -464,7 +464,7 @@ impl WorkerParts {
         &self,
         mount: &ExecMount,
         inputs: &[StateRef],
-        mounted: &mut Vec<fileop::ReadOnlyView>,
+        mounted: &mut Vec<fileop::ScratchView>,
     ) -> anyhow::Result<Option<(PathBuf, MountKind)>> {
         Ok(Some(match mount {
             ExecMount::Bind {
@@ -476,13 +476,19 @@ impl WorkerParts {
                 let state = inputs
                     .get(*input)
                     .with_context(|| format!("bind mount {target} has no input {input}"))?;
-                if *readwrite {
-                    bail!("read-write bind mounts ({target}) are not supported yet");
-                }
+                // The context can be bound as it is when nothing may write to it;
+                // anything else is mounted over a throw-away upper dir.
                 let base = match state {
-                    StateRef::Context => self.context.dir.clone(),
+                    StateRef::Context if !readwrite => self.context.dir.clone(),
+                    StateRef::Context => {
+                        let view =
+                            fileop::ScratchView::mount(self, vec![self.context.dir.clone()])?;
+                        let path = view.path().to_owned();
+                        mounted.push(view);
+                        path
+                    }
                     StateRef::Layers(layers) => {
-                        let view = fileop::ReadOnlyView::mount(self, layers)?;
+                        let view = fileop::ScratchView::of_layers(self, layers)?;
                         let path = view.path().to_owned();
                         mounted.push(view);
                         path
@@ -493,7 +499,7 @@ impl WorkerParts {
                     PathBuf::from(target),
                     MountKind::Bind {
                         source: host,
-                        readonly: true,
+                        readonly: !readwrite,
                     },
                 )
             }

@@ -475,3 +475,46 @@ fn an_interrupted_build_stops_its_step_and_leaves_nothing_behind() {
         bundles.display()
     );
 }
+
+#[test]
+fn bind_mounts_read_the_context_and_stages_and_writes_to_them_are_discarded() {
+    let kiln = Kiln::new();
+    let dockerfile = format!(
+        "{BASE}FROM base AS tools\nRUN echo from-stage > /tool.txt\n\
+         FROM base\n\
+         RUN --mount=type=bind,target=/ctx cat /ctx/input.txt > /from-context\n\
+         RUN --mount=type=bind,from=tools,source=/tool.txt,target=/t.txt cat /t.txt > /from-stage\n\
+         RUN --mount=type=bind,target=/ctx,rw echo scribble > /ctx/input.txt && touch /ctx/new && cat /ctx/input.txt > /rw-saw\n"
+    );
+    let ctx = context(&kiln, &dockerfile, &[("input.txt", "context data\n")]);
+    let out = kiln.dir.path().join("out");
+    build(
+        &kiln,
+        &ctx,
+        &["-o", &format!("type=local,dest={}", out.display())],
+    );
+    assert_eq!(
+        fs::read_to_string(out.join("from-context")).unwrap(),
+        "context data\n"
+    );
+    assert_eq!(
+        fs::read_to_string(out.join("from-stage")).unwrap(),
+        "from-stage\n"
+    );
+    assert_eq!(
+        fs::read_to_string(out.join("rw-saw")).unwrap(),
+        "scribble\n"
+    );
+    assert_eq!(
+        fs::read_to_string(ctx.join("input.txt")).unwrap(),
+        "context data\n"
+    );
+    assert!(
+        !ctx.join("new").exists(),
+        "a read-write bind wrote to the context"
+    );
+    assert!(
+        !out.join("ctx").exists(),
+        "the mount point stayed in the image"
+    );
+}
