@@ -40,5 +40,5 @@ pub use span::Span;
 
 /// Parses a Dockerfile.
 pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
-    instructions::build(syntax::parse_syntax(text)?)
+    instructions::build(text)
 }

@@ -72,6 +72,11 @@ impl<'a> LineIndex<'a> {
         self.starts.len()
     }
 
+    /// The offset where 1-based line `line` starts, if there is such a line.
+    pub(crate) fn line_start(&self, line: usize) -> Option<usize> {
+        self.starts.get(line - 1).copied()
+    }
+
     /// Whether byte `offset` is on 1-based line `line`.
     fn holds(&self, line: usize, offset: usize) -> bool {
         self.starts[line - 1] <= offset && self.starts.get(line).is_none_or(|&next| offset < next)

@@ -27,7 +27,7 @@ use serde::Serialize;
 use crate::error::{ErrorKind, ParseError};
 use crate::span::Span;
 use crate::syntax::{
-    self, CheckConfig, Directive, KEYWORD_MAX, Node, SyntaxTree, lowercase_keyword,
+    self, CheckConfig, Directive, KEYWORD_MAX, Node, NodeReader, lowercase_keyword,
 };
 use chmod::Chmod;
 use flags::{Flags, Kind};
@@ -324,28 +324,25 @@ pub struct OnbuildInstruction {
     pub expression: String,
 }
 
-/// Builds the typed Dockerfile from the raw tree.
-pub(crate) fn build(tree: SyntaxTree) -> Result<Dockerfile, ParseError> {
-    let check = tree
-        .directives
-        .iter()
-        .find(|d| d.name == "check")
-        .map(|d| CheckConfig::parse(&d.value).unwrap_or_default());
-    let mut file = Dockerfile {
-        directives: tree.directives,
-        escape: tree.escape,
-        check,
-        global_args: Vec::new(),
-        stages: Vec::new(),
-    };
-    for mut node in tree.nodes {
-        let command = match typed(&mut node)? {
-            Typed::From {
+/// Parses `text` to the typed Dockerfile, typing each node as the syntax layer reads
+/// it. A syntax error anywhere wins over a typing error, as when the whole syntax tree
+/// is read first.
+pub(crate) fn build(text: &str) -> Result<Dockerfile, ParseError> {
+    let mut reader = NodeReader::new(text);
+    let mut global_args = Vec::new();
+    let mut stages: Vec<Stage> = Vec::new();
+    let mut failed = None;
+    while let Some(mut node) = reader.next_node()? {
+        if failed.is_some() {
+            continue;
+        }
+        let command = match typed(&mut node) {
+            Ok(Typed::From {
                 name,
                 base,
                 platform,
-            } => {
-                file.stages.push(Stage {
+            }) => {
+                stages.push(Stage {
                     name,
                     base,
                     platform,
@@ -355,23 +352,44 @@ pub(crate) fn build(tree: SyntaxTree) -> Result<Dockerfile, ParseError> {
                 });
                 continue;
             }
-            Typed::Command(command) => command,
+            Ok(Typed::Command(command)) => command,
+            Err(e) => {
+                failed = Some(e);
+                continue;
+            }
         };
-        match (file.stages.last_mut(), command) {
+        match (stages.last_mut(), command) {
             (Some(stage), command) => stage.instructions.push(Instruction {
                 command,
                 span: node.span,
                 original: node.original,
             }),
-            (None, Command::Arg(arg)) => file.global_args.push(GlobalArg {
+            (None, Command::Arg(arg)) => global_args.push(GlobalArg {
                 arg,
                 span: node.span,
                 original: node.original,
             }),
-            (None, _) => return Err(ParseError::new(ErrorKind::NoBuildStage, node.keyword_span)),
+            (None, _) => {
+                failed = Some(ParseError::new(ErrorKind::NoBuildStage, node.keyword_span));
+            }
         }
     }
-    Ok(file)
+    reader.finish()?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    let check = reader
+        .directives
+        .iter()
+        .find(|d| d.name == "check")
+        .map(|d| CheckConfig::parse(&d.value).unwrap_or_default());
+    Ok(Dockerfile {
+        directives: reader.directives,
+        escape: reader.escape,
+        check,
+        global_args,
+        stages,
+    })
 }
 
 enum Typed {

@@ -152,27 +152,27 @@ struct PhysLine<'a> {
     start: usize,
 }
 
+/// The physical lines of the input, cut where the [`LineIndex`] says lines start.
 struct Lines<'a> {
     src: &'a str,
     pos: usize,
     /// Lines handed out so far.
     count: usize,
-    index: &'a LineIndex<'a>,
 }
 
 impl<'a> Lines<'a> {
-    fn next(&mut self) -> Result<Option<PhysLine<'a>>, ParseError> {
+    fn next(&mut self, index: &LineIndex<'_>) -> Result<Option<PhysLine<'a>>, ParseError> {
         if self.pos >= self.src.len() {
             return Ok(None);
         }
         let start = self.pos;
-        let end = self.src[start..]
-            .find('\n')
-            .map_or(self.src.len(), |i| start + i);
+        let end = index
+            .line_start(self.count + 2)
+            .map_or(self.src.len(), |next| next - 1);
         if end - start > MAX_LINE_LEN {
             return Err(ParseError::new(
                 ErrorKind::LineTooLong { max: MAX_LINE_LEN },
-                self.index.span(start, start),
+                index.span(start, start),
             ));
         }
         self.pos = (end + 1).min(self.src.len());
@@ -212,105 +212,159 @@ fn trim_continuation(line: &str, escape: char) -> (&str, bool) {
 
 /// Parses Dockerfile text into raw nodes.
 pub fn parse_syntax(src: &str) -> Result<SyntaxTree, ParseError> {
-    let index = LineIndex::new(src);
-    let mut lines = Lines {
-        src,
-        pos: 0,
-        count: 0,
-        index: &index,
-    };
-    let mut scanner = DirectiveScanner::default();
-    let mut tree = SyntaxTree {
-        directives: Vec::new(),
-        escape: '\\',
-        nodes: Vec::with_capacity(index.line_count() / 2),
-    };
-    while let Some(first) = lines.next()? {
-        let token = first.text.trim_start();
-        let token_start = first.start + (first.text.len() - token.len());
-        if let Some(found) = scanner.scan(token) {
-            let span = index.span(token_start, token_start + token.len());
-            record_directive(&mut tree, found.name, found.value, span)?;
-            continue;
+    let mut reader = NodeReader::new(src);
+    let mut nodes = Vec::with_capacity(reader.index.line_count() / 2);
+    while let Some(node) = reader.next_node()? {
+        nodes.push(node);
+    }
+    reader.finish()?;
+    Ok(SyntaxTree {
+        directives: reader.directives,
+        escape: reader.escape,
+        nodes,
+    })
+}
+
+/// Reads the nodes of a Dockerfile one at a time, so that the typed layer can consume
+/// each as it is made instead of holding them all.
+pub(crate) struct NodeReader<'a> {
+    index: LineIndex<'a>,
+    lines: Lines<'a>,
+    scanner: DirectiveScanner,
+    /// The directives found so far: all of them once the first node is read.
+    pub(crate) directives: Vec<Directive>,
+    /// The escape character.
+    pub(crate) escape: char,
+    /// Nodes read so far.
+    count: usize,
+}
+
+impl<'a> NodeReader<'a> {
+    pub(crate) fn new(src: &'a str) -> NodeReader<'a> {
+        NodeReader {
+            index: LineIndex::new(src),
+            lines: Lines {
+                src,
+                pos: 0,
+                count: 0,
+            },
+            scanner: DirectiveScanner::default(),
+            directives: Vec::new(),
+            escape: '\\',
+            count: 0,
         }
-        if is_comment(token) {
-            continue;
+    }
+
+    /// The error for input without instructions, once every node has been read.
+    pub(crate) fn finish(&self) -> Result<(), ParseError> {
+        match self.count {
+            0 => Err(ParseError::new(
+                ErrorKind::NoInstructions,
+                self.index.span(0, 0),
+            )),
+            _ => Ok(()),
         }
-        let (piece, mut done) = trim_continuation(token, tree.escape);
-        if done && piece.is_empty() {
-            continue;
-        }
-        let mut logical = Logical::new(piece, token_start);
-        let mut last_end = first.start + first.text.len();
-        while !done {
-            let Some(next) = lines.next()? else { break };
-            last_end = next.start + next.text.len();
-            if is_comment(next.text) || next.text.trim_start().is_empty() {
+    }
+
+    /// The next node, or `None` at the end of the input.
+    pub(crate) fn next_node(&mut self) -> Result<Option<Node>, ParseError> {
+        let index = &self.index;
+        let lines = &mut self.lines;
+        while let Some(first) = lines.next(index)? {
+            let token = first.text.trim_start();
+            let token_start = first.start + (first.text.len() - token.len());
+            if let Some(found) = self.scanner.scan(token) {
+                let span = index.span(token_start, token_start + token.len());
+                record_directive(
+                    &mut self.directives,
+                    &mut self.escape,
+                    found.name,
+                    found.value,
+                    span,
+                )?;
                 continue;
             }
-            let (piece, end) = trim_continuation(next.text, tree.escape);
-            logical.push(piece, next.start);
-            done = end;
-        }
-        let ctx = LineContext {
-            logical: &logical,
-            index: &index,
-            escape: tree.escape,
-        };
-        let mut node = line::node_from_line(&ctx, &logical.text, 0)?;
-        let has_markers = logical.text.contains("<<");
-        node.original = logical.text;
-        if has_markers && node.can_contain_heredoc() {
-            for marker in heredoc::markers(&node.original) {
-                let body_start = lines.pos;
-                let mut content = String::new();
-                let terminated = loop {
-                    let Some(body) = lines.next()? else {
-                        break false;
-                    };
-                    last_end = body.start + body.text.len();
-                    let candidate = if marker.chomp {
-                        body.text.trim_start_matches('\t')
-                    } else {
-                        body.text
-                    };
-                    if candidate == marker.name {
-                        break true;
-                    }
-                    content.push_str(body.full);
-                };
-                if !terminated {
-                    return Err(ParseError::new(
-                        ErrorKind::UnterminatedHeredoc { name: marker.name },
-                        node.keyword_span,
-                    ));
-                }
-                node.heredocs.push(Heredoc {
-                    name: marker.name,
-                    fd: marker.fd,
-                    expand: marker.expand,
-                    chomp: marker.chomp,
-                    content,
-                    span: index.span(body_start, last_end),
-                });
+            if is_comment(token) {
+                continue;
             }
+            let escape = self.escape;
+            let (piece, mut done) = trim_continuation(token, escape);
+            if done && piece.is_empty() {
+                continue;
+            }
+            let mut logical = Logical::new(piece, token_start);
+            let mut last_end = first.start + first.text.len();
+            while !done {
+                let Some(next) = lines.next(index)? else {
+                    break;
+                };
+                last_end = next.start + next.text.len();
+                if is_comment(next.text) || next.text.trim_start().is_empty() {
+                    continue;
+                }
+                let (piece, end) = trim_continuation(next.text, escape);
+                logical.push(piece, next.start);
+                done = end;
+            }
+            let ctx = LineContext {
+                logical: &logical,
+                index,
+                escape,
+            };
+            let mut node = line::node_from_line(&ctx, &logical.text, 0)?;
+            let has_markers = logical.text.contains("<<");
+            node.original = logical.text;
+            if has_markers && node.can_contain_heredoc() {
+                for marker in heredoc::markers(&node.original) {
+                    let body_start = lines.pos;
+                    let mut content = String::new();
+                    let terminated = loop {
+                        let Some(body) = lines.next(index)? else {
+                            break false;
+                        };
+                        last_end = body.start + body.text.len();
+                        let candidate = if marker.chomp {
+                            body.text.trim_start_matches('\t')
+                        } else {
+                            body.text
+                        };
+                        if candidate == marker.name {
+                            break true;
+                        }
+                        content.push_str(body.full);
+                    };
+                    if !terminated {
+                        return Err(ParseError::new(
+                            ErrorKind::UnterminatedHeredoc { name: marker.name },
+                            node.keyword_span,
+                        ));
+                    }
+                    node.heredocs.push(Heredoc {
+                        name: marker.name,
+                        fd: marker.fd,
+                        expand: marker.expand,
+                        chomp: marker.chomp,
+                        content,
+                        span: index.span(body_start, last_end),
+                    });
+                }
+            }
+            node.span = index.span(node.span.start, last_end.max(node.span.end));
+            self.count += 1;
+            return Ok(Some(node));
         }
-        node.span = index.span(node.span.start, last_end.max(node.span.end));
-        tree.nodes.push(node);
+        Ok(None)
     }
-    if tree.nodes.is_empty() {
-        return Err(ParseError::new(ErrorKind::NoInstructions, index.span(0, 0)));
-    }
-    Ok(tree)
 }
 
 fn record_directive(
-    tree: &mut SyntaxTree,
+    directives: &mut Vec<Directive>,
+    escape: &mut char,
     name: String,
     value: &str,
     span: Span,
 ) -> Result<(), ParseError> {
-    if tree.directives.iter().any(|d| d.name == name) {
+    if directives.iter().any(|d| d.name == name) {
         return Err(ParseError::new(
             ErrorKind::DuplicateDirective { name },
             span,
@@ -318,7 +372,7 @@ fn record_directive(
     }
     match name.as_str() {
         "escape" => {
-            tree.escape = match value {
+            *escape = match value {
                 "\\" => '\\',
                 "`" => '`',
                 _ => {
@@ -334,7 +388,7 @@ fn record_directive(
         }
         _ => {}
     }
-    tree.directives.push(Directive {
+    directives.push(Directive {
         name,
         value: value.to_owned(),
         span,
