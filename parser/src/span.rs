@@ -54,11 +54,39 @@ pub(crate) struct LineIndex<'a> {
     last_column: Cell<(usize, usize)>,
 }
 
+/// Calls `f` with the offset of every `\n` in `bytes`, in order, testing eight bytes at
+/// a time: most words hold none.
+fn for_each_newline(bytes: &[u8], mut f: impl FnMut(usize)) {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const NEWLINES: u64 = u64::from_ne_bytes([b'\n'; 8]);
+    let mut chunks = bytes.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_ne_bytes(word) ^ NEWLINES;
+        if x.wrapping_sub(ONES) & !x & HIGHS != 0 {
+            for (i, &b) in chunk.iter().enumerate() {
+                if b == b'\n' {
+                    f(at + i);
+                }
+            }
+        }
+        at += 8;
+    }
+    for (i, &b) in chunks.remainder().iter().enumerate() {
+        if b == b'\n' {
+            f(at + i);
+        }
+    }
+}
+
 impl<'a> LineIndex<'a> {
     pub(crate) fn new(text: &'a str) -> LineIndex<'a> {
         let mut starts = Vec::with_capacity(text.len() / 32 + 1);
         starts.push(0);
-        starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        for_each_newline(text.as_bytes(), |i| starts.push(i + 1));
         LineIndex {
             text,
             starts,
@@ -126,6 +154,19 @@ impl<'a> LineIndex<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn newlines_found_at_every_offset() {
+        for len in 0..40 {
+            let text: Vec<u8> = (0..len)
+                .map(|i| if i % 3 == 1 { b'\n' } else { b'a' })
+                .collect();
+            let mut found = Vec::new();
+            for_each_newline(&text, |i| found.push(i));
+            let expected: Vec<usize> = (0..len).filter(|i| i % 3 == 1).collect();
+            assert_eq!(found, expected);
+        }
+    }
 
     #[test]
     fn lines_and_columns_count_characters() {

@@ -37,6 +37,15 @@ pub(crate) fn parse_marker(word: &str) -> Option<Marker> {
     if rest.is_empty() || rest.contains('<') {
         return None;
     }
+    let fd = word[..digits].parse().unwrap_or(0);
+    if let Some((name, expand)) = plain_name(rest) {
+        return Some(Marker {
+            name: name.to_owned(),
+            fd,
+            chomp,
+            expand,
+        });
+    }
     let lex = Lex::new('\\').with_skip_unset_env(true);
     let words = lex.process_words(rest, &no_env()).ok()?;
     let raw = lex
@@ -49,16 +58,41 @@ pub(crate) fn parse_marker(word: &str) -> Option<Marker> {
     let quotes = |s: &str| s.chars().filter(|&c| c == '\'' || c == '"').count();
     Some(Marker {
         expand: quotes(name) == quotes(raw),
-        fd: word[..digits].parse().unwrap_or(0),
+        fd,
         chomp,
         name: name.clone(),
     })
+}
+
+/// Whether the lexer would give `text` back as one word, unchanged: no quote, escape,
+/// `$` or whitespace in it.
+fn is_plain(text: &str) -> bool {
+    !text.is_empty()
+        && !text
+            .chars()
+            .any(|c| matches!(c, '\'' | '"' | '\\' | '$') || c.is_whitespace())
+}
+
+/// The name of a delimiter the lexer is not needed for, and whether the body expands:
+/// `EOF` (expands), `"EOF"` or `'EOF'` (kept literal) with a plain name inside.
+fn plain_name(rest: &str) -> Option<(&str, bool)> {
+    if is_plain(rest) {
+        return Some((rest, true));
+    }
+    let quoted = ["\"", "'"]
+        .into_iter()
+        .find_map(|q| rest.strip_prefix(q).and_then(|inner| inner.strip_suffix(q)))?;
+    is_plain(quoted).then_some((quoted, false))
 }
 
 /// Every heredoc marker on an instruction line, in order. The line is cut into words
 /// with quotes and escapes kept, so a quoted `"<<EOF"` is no marker; a line whose
 /// quotes do not balance has none.
 pub(crate) fn markers(line: &str) -> Vec<Marker> {
+    if !line.contains(['\'', '"', '\\', '$']) {
+        // Nothing for the lexer to do but split at whitespace.
+        return line.split_whitespace().filter_map(parse_marker).collect();
+    }
     Lex::new('\\')
         .with_raw_quotes(true)
         .with_raw_escapes(true)

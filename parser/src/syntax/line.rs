@@ -216,6 +216,9 @@ fn parse_json(rest: &str) -> Result<Option<Vec<String>>, ErrorKind> {
     if !rest.starts_with('[') {
         return Ok(None);
     }
+    if let Ok(strings) = serde_json::from_str::<Vec<String>>(rest) {
+        return Ok(Some(strings));
+    }
     let Ok(values) = serde_json::from_str::<Vec<serde_json::Value>>(rest) else {
         return Ok(None);
     };
