@@ -591,10 +591,17 @@ fn run(node: &mut Node) -> Result<RunInstruction, ParseError> {
     };
     Ok(RunInstruction {
         command: command_line(node),
-        heredocs: node
-            .heredocs
-            .iter()
-            .map(|d| inline_file(d, d.chomp))
+        heredocs: std::mem::take(&mut node.heredocs)
+            .into_iter()
+            .map(|d| InlineFile {
+                content: match d.chomp {
+                    true => syntax::heredoc::chomp(&d.content),
+                    false => d.content,
+                },
+                name: d.name,
+                expand: d.expand,
+                fd: d.fd,
+            })
             .collect(),
         mounts,
         network,

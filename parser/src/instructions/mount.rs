@@ -8,6 +8,8 @@
 //! reaches the AST unparsed and the solver calls [`Mount::parse_with`] with its
 //! expander. `from` alone never expands: a stage name must be literal.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 
 use crate::golang::parse_bool;
@@ -172,7 +174,7 @@ pub enum MountError {
 
 /// Splits one CSV record as Go's `encoding/csv` reads it (quoted fields with `""`
 /// escapes, no bare quotes in unquoted fields).
-fn csv_fields(input: &str) -> Result<Vec<String>, MountError> {
+fn csv_fields(input: &str) -> Result<Vec<Cow<'_, str>>, MountError> {
     if input.is_empty() {
         return Err(MountError::Csv { reason: "EOF" });
     }
@@ -205,7 +207,7 @@ fn csv_fields(input: &str) -> Result<Vec<String>, MountError> {
                     reason: "extraneous or missing \" in quoted-field",
                 });
             }
-            (field, after)
+            (Cow::Owned(field), after)
         } else {
             let end = rest.find(',').unwrap_or(rest.len());
             if rest[..end].contains('"') {
@@ -213,7 +215,7 @@ fn csv_fields(input: &str) -> Result<Vec<String>, MountError> {
                     reason: "bare \" in non-quoted-field",
                 });
             }
-            (rest[..end].to_owned(), &rest[end..])
+            (Cow::Borrowed(&rest[..end]), &rest[end..])
         };
         fields.push(field);
         match after.strip_prefix(',') {
@@ -248,6 +250,19 @@ fn ram_in_bytes(s: &str) -> Option<u64> {
     };
     let value: f64 = num.parse().ok()?;
     Some((value * (1u64 << shift) as f64) as u64)
+}
+
+/// `text` lowercased (Unicode-wise, as Go's `strings.ToLower`), borrowed when that
+/// changes nothing.
+fn lowercase(text: &str) -> Cow<'_, str> {
+    if text
+        .bytes()
+        .all(|b| b.is_ascii() && !b.is_ascii_uppercase())
+    {
+        Cow::Borrowed(text)
+    } else {
+        Cow::Owned(text.to_lowercase())
+    }
 }
 
 /// BuildKit's `\$.` test for a variable reference.
@@ -299,22 +314,26 @@ impl Mount {
         let mut read_only: Option<bool> = None;
         for field in csv_fields(spec)? {
             let (key, value) = match field.split_once('=') {
-                Some((k, v)) => (k.to_lowercase(), Some(v)),
-                None => (field.to_lowercase(), None),
+                Some((k, v)) => (lowercase(k), Some(v)),
+                None => (lowercase(&field), None),
             };
             let secretish = matches!(m.kind, MountType::Secret | MountType::Ssh);
             let Some(raw) = value else {
-                match key.as_str() {
+                match &*key {
                     "readonly" | "ro" => read_only = Some(true),
                     "readwrite" | "rw" => read_only = Some(false),
                     "required" if secretish => m.required = true,
                     "required" => {
                         return Err(MountError::KeyForType {
-                            key,
+                            key: key.into_owned(),
                             kind: m.kind.name(),
                         });
                     }
-                    _ => return Err(MountError::NotKeyValue { field }),
+                    _ => {
+                        return Err(MountError::NotKeyValue {
+                            field: field.into_owned(),
+                        });
+                    }
                 }
                 continue;
             };
@@ -333,9 +352,9 @@ impl Mount {
                 key: key.to_owned(),
                 value: value.clone(),
             };
-            match key.as_str() {
+            match &*key {
                 "type" => {
-                    m.kind = match value.to_lowercase().as_str() {
+                    m.kind = match &*lowercase(&value) {
                         "bind" => MountType::Bind,
                         "cache" => MountType::Cache,
                         "tmpfs" => MountType::Tmpfs,
@@ -347,22 +366,24 @@ impl Mount {
                 "from" => m.from = Some(value),
                 "source" | "src" => m.source = Some(value),
                 "target" | "dst" | "destination" => m.target = Some(value),
-                "readonly" | "ro" => read_only = Some(parse_bool(&value).ok_or(bad_value(&key))?),
+                "readonly" | "ro" => {
+                    read_only = Some(parse_bool(&value).ok_or_else(|| bad_value(&key))?)
+                }
                 "readwrite" | "rw" => {
-                    read_only = Some(!parse_bool(&value).ok_or(bad_value(&key))?);
+                    read_only = Some(!parse_bool(&value).ok_or_else(|| bad_value(&key))?);
                 }
                 "required" if secretish => {
-                    m.required = parse_bool(&value).ok_or(bad_value(&key))?;
+                    m.required = parse_bool(&value).ok_or_else(|| bad_value(&key))?;
                 }
                 "required" => {
                     return Err(MountError::KeyForType {
-                        key,
+                        key: key.into_owned(),
                         kind: m.kind.name(),
                     });
                 }
                 "id" => m.id = Some(value),
                 "sharing" => {
-                    m.sharing = Some(match value.to_lowercase().as_str() {
+                    m.sharing = Some(match &*lowercase(&value) {
                         "shared" => CacheSharing::Shared,
                         "private" => CacheSharing::Private,
                         "locked" => CacheSharing::Locked,
@@ -375,16 +396,21 @@ impl Mount {
                 "uid" => m.uid = Some(value.parse().map_err(|_| bad_value(&key))?),
                 "gid" => m.gid = Some(value.parse().map_err(|_| bad_value(&key))?),
                 "size" if m.kind == MountType::Tmpfs => {
-                    m.size = Some(ram_in_bytes(&value).ok_or(bad_value(&key))?);
+                    m.size = Some(ram_in_bytes(&value).ok_or_else(|| bad_value(&key))?);
                 }
                 "size" => {
                     return Err(MountError::KeyForType {
-                        key,
+                        key: key.into_owned(),
                         kind: m.kind.name(),
                     });
                 }
                 "env" => m.env = Some(value),
-                _ => return Err(MountError::UnknownKey { key, field }),
+                _ => {
+                    return Err(MountError::UnknownKey {
+                        key: key.into_owned(),
+                        field: field.into_owned(),
+                    });
+                }
             }
         }
         m.validate(read_only)?;

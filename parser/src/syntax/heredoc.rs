@@ -89,10 +89,16 @@ fn plain_name(rest: &str) -> Option<(&str, bool)> {
 /// with quotes and escapes kept, so a quoted `"<<EOF"` is no marker; a line whose
 /// quotes do not balance has none.
 pub(crate) fn markers(line: &str) -> Vec<Marker> {
-    if !line.contains(['\'', '"', '\\', '$']) {
-        // Nothing for the lexer to do but split at whitespace.
-        return line.split_whitespace().filter_map(parse_marker).collect();
+    if !line.contains(['\\', '$']) {
+        return raw_words(line)
+            .map(|words| words.filter_map(parse_marker).collect())
+            .unwrap_or_default();
     }
+    lexed_markers(line)
+}
+
+/// [`markers`] with the line cut by the shell lexer.
+fn lexed_markers(line: &str) -> Vec<Marker> {
     Lex::new('\\')
         .with_raw_quotes(true)
         .with_raw_escapes(true)
@@ -102,6 +108,38 @@ pub(crate) fn markers(line: &str) -> Vec<Marker> {
         .iter()
         .filter_map(|word| parse_marker(word))
         .collect()
+}
+
+/// The words of a line without escapes or `$`, quotes kept, as the lexer in raw mode
+/// cuts them: at whitespace outside quotes. `None` when a quote is not closed.
+fn raw_words(line: &str) -> Option<impl Iterator<Item = &str>> {
+    let mut quote = None;
+    let mut bounds = Vec::new();
+    let mut start = None;
+    for (i, c) in line.char_indices() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c.is_whitespace() => {
+                if let Some(s) = start.take() {
+                    bounds.push((s, i));
+                }
+            }
+            None => {
+                start.get_or_insert(i);
+                if c == '\'' || c == '"' {
+                    quote = Some(c);
+                }
+            }
+        }
+    }
+    if quote.is_some() {
+        return None;
+    }
+    if let Some(s) = start {
+        bounds.push((s, line.len()));
+    }
+    Some(bounds.into_iter().map(|(s, e)| &line[s..e]))
 }
 
 /// Removes leading tabs from every line, as `<<-` asks.
@@ -139,6 +177,26 @@ mod tests {
         assert_eq!(markers("RUN cat <<<EOF <<- <<"), []);
         assert_eq!(markers("RUN x <<E\\OF"), [m("EOF", 0, false, true)]);
         assert_eq!(markers("RUN x <<E\"O\"F"), [m("EOF", 0, false, false)]);
+        assert_eq!(
+            markers("COPY <<-\"A B\" 'x <<C' <<\"D\"E /d"),
+            [m("A B", 0, true, false), m("DE", 0, false, false)]
+        );
+        assert_eq!(markers("COPY <<A \"x"), []);
+    }
+
+    #[test]
+    fn raw_words_cut_as_the_lexer_does() {
+        for line in [
+            "RUN <<EOF",
+            "COPY <<-\"CONF\" /etc/a.conf",
+            "RUN 3<<'A' cat <<\"B C\" x<<D",
+            "RUN a'b <<c'd <<e\"f\" \u{a0}<<G\u{2003}<<H",
+            "RUN \"\" '' <<\"\" <<''",
+            "RUN echo \"<<EOF",
+            "RUN echo '<<EOF\"' <<X",
+        ] {
+            assert_eq!(markers(line), lexed_markers(line), "{line}");
+        }
     }
 
     #[test]

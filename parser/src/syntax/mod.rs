@@ -146,8 +146,6 @@ pub(crate) fn keyword_of(keyword: &str) -> Cow<'static, str> {
 struct PhysLine<'a> {
     /// The line with its line ending (`\n`, and any `\r` before it) removed.
     text: &'a str,
-    /// The line including its `\n`.
-    full: &'a str,
     /// Offset of `text` in the source.
     start: usize,
 }
@@ -186,7 +184,6 @@ impl<'a> Lines<'a> {
         let text_start = end - text.len();
         Ok(Some(PhysLine {
             text: text.trim_end_matches(['\r', '\n']),
-            full: &self.src[start..self.pos],
             start: text_start,
         }))
     }
@@ -317,7 +314,7 @@ impl<'a> NodeReader<'a> {
             if has_markers && node.can_contain_heredoc() {
                 for marker in heredoc::markers(&node.original) {
                     let body_start = lines.pos;
-                    let mut content = String::new();
+                    let mut body_end = body_start;
                     let terminated = loop {
                         let Some(body) = lines.next(index)? else {
                             break false;
@@ -331,7 +328,7 @@ impl<'a> NodeReader<'a> {
                         if candidate == marker.name {
                             break true;
                         }
-                        content.push_str(body.full);
+                        body_end = lines.pos;
                     };
                     if !terminated {
                         return Err(ParseError::new(
@@ -344,7 +341,7 @@ impl<'a> NodeReader<'a> {
                         fd: marker.fd,
                         expand: marker.expand,
                         chomp: marker.chomp,
-                        content,
+                        content: lines.src[body_start..body_end].to_owned(),
                         span: index.span(body_start, last_end),
                     });
                 }
