@@ -331,6 +331,8 @@ pub(crate) fn build(text: &str) -> Result<Dockerfile, ParseError> {
     let mut reader = NodeReader::new(text);
     let mut global_args = Vec::new();
     let mut stages: Vec<Stage> = Vec::new();
+    // The current stage's instructions, moved into it in one allocation when it ends.
+    let mut current = Vec::new();
     let mut failed = None;
     while let Some(mut node) = reader.next_node()? {
         if failed.is_some() {
@@ -342,6 +344,7 @@ pub(crate) fn build(text: &str) -> Result<Dockerfile, ParseError> {
                 base,
                 platform,
             }) => {
+                finish_stage(&mut stages, &mut current);
                 stages.push(Stage {
                     name,
                     base,
@@ -359,7 +362,7 @@ pub(crate) fn build(text: &str) -> Result<Dockerfile, ParseError> {
             }
         };
         match (stages.last_mut(), command) {
-            (Some(stage), command) => stage.instructions.push(Instruction {
+            (Some(_), command) => current.push(Instruction {
                 command,
                 span: node.span,
                 original: node.original,
@@ -378,6 +381,7 @@ pub(crate) fn build(text: &str) -> Result<Dockerfile, ParseError> {
     if let Some(e) = failed {
         return Err(e);
     }
+    finish_stage(&mut stages, &mut current);
     let check = reader
         .directives
         .iter()
@@ -390,6 +394,15 @@ pub(crate) fn build(text: &str) -> Result<Dockerfile, ParseError> {
         global_args,
         stages,
     })
+}
+
+/// Moves the instructions gathered in `current` into the last stage, in a vector of
+/// their exact size.
+fn finish_stage(stages: &mut [Stage], current: &mut Vec<Instruction>) {
+    if let Some(stage) = stages.last_mut() {
+        stage.instructions = Vec::with_capacity(current.len());
+        stage.instructions.append(current);
+    }
 }
 
 enum Typed {

@@ -216,6 +216,9 @@ fn parse_json(rest: &str) -> Result<Option<Vec<String>>, ErrorKind> {
     if !rest.starts_with('[') {
         return Ok(None);
     }
+    if let Some(strings) = plain_json_strings(rest) {
+        return Ok(Some(strings));
+    }
     if let Ok(strings) = serde_json::from_str::<Vec<String>>(rest) {
         return Ok(Some(strings));
     }
@@ -230,6 +233,48 @@ fn parse_json(rest: &str) -> Result<Option<Vec<String>>, ErrorKind> {
         })
         .collect::<Result<_, _>>()
         .map(Some)
+}
+
+/// `rest` as a JSON array of strings without escapes (the usual exec form), read
+/// without a JSON parser; `None` for anything else, which is left to serde_json.
+fn plain_json_strings(rest: &str) -> Option<Vec<String>> {
+    let bytes = rest.as_bytes();
+    let skip_space = |mut i: usize| {
+        while bytes
+            .get(i)
+            .is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        {
+            i += 1;
+        }
+        i
+    };
+    let mut strings = Vec::with_capacity(bytes.iter().filter(|&&b| b == b'"').count() / 2);
+    if bytes.first() != Some(&b'[') {
+        return None;
+    }
+    let mut i = skip_space(1);
+    if bytes.get(i) == Some(&b']') {
+        return (skip_space(i + 1) == bytes.len()).then_some(strings);
+    }
+    loop {
+        if bytes.get(i) != Some(&b'"') {
+            return None;
+        }
+        let start = i + 1;
+        let len = bytes[start..]
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+        if bytes[start + len] != b'"' {
+            return None;
+        }
+        strings.push(rest[start..start + len].to_owned());
+        i = skip_space(start + len + 1);
+        match bytes.get(i) {
+            Some(b',') => i = skip_space(i + 1),
+            Some(b']') => return (skip_space(i + 1) == bytes.len()).then_some(strings),
+            _ => return None,
+        }
+    }
 }
 
 /// BuildKit's `parseMaybeJSON`: a JSON array of strings, or the whole rest as one word.
@@ -343,6 +388,11 @@ mod tests {
         assert_eq!(words("a\\", '\\'), ["a"]);
         assert_eq!(words("''", '\\'), ["''"]);
         assert_eq!(words("föo \"âb xÿ\"", '\\'), ["föo", "\"âb xÿ\""]);
+        assert_eq!(
+            words("a\\\u{a0}b c\u{a0}d\u{2003}", '\\'),
+            ["a\\\u{a0}b", "c", "d"]
+        );
+        assert_eq!(words("x`é `\u{85}", '`'), ["x`é", "`\u{85}"]);
     }
 
     #[test]
@@ -369,5 +419,25 @@ mod tests {
         assert_eq!(parse_json(r#"["a"] x"#), Ok(None));
         assert_eq!(parse_json("[1]"), Err(ErrorKind::NotStringArray));
         assert_eq!(parse_json("echo"), Ok(None));
+        for text in [
+            "[]",
+            " [ ] ",
+            r#"["a"]"#,
+            "[\"a\" ,\t\"b c\"\n]\r\n",
+            r#"["a",]"#,
+            r#"["a" "b"]"#,
+            r#"["a"]]"#,
+            r#"["é\u00e9\"", "\\"]"#,
+            "[\"a\tb\"]",
+            r#"["a", 1]"#,
+            r#"[["a"]]"#,
+        ] {
+            let text = text.trim_start();
+            let serde = serde_json::from_str::<Vec<String>>(text).ok();
+            if let Some(plain) = plain_json_strings(text) {
+                assert_eq!(Some(plain), serde, "{text}");
+            }
+            assert_eq!(parse_json(text).ok().flatten(), serde, "{text}");
+        }
     }
 }
