@@ -121,6 +121,19 @@ impl<'a> LineIndex<'a> {
         line
     }
 
+    /// `span` reaching on to byte `end`, if that is further.
+    pub(crate) fn extend(&self, span: Span, end: usize) -> Span {
+        let end = end.min(self.text.len());
+        if end <= span.end {
+            return span;
+        }
+        Span {
+            end_line: self.line_of(end - 1),
+            end,
+            ..span
+        }
+    }
+
     /// The span of bytes `start..end`.
     pub(crate) fn span(&self, start: usize, end: usize) -> Span {
         let start = start.min(self.text.len());
@@ -175,5 +188,7 @@ mod tests {
         assert_eq!((s.line, s.column, s.end_line), (2, 3, 2));
         let all = idx.span(0, 9);
         assert_eq!((all.line, all.column, all.end_line), (1, 1, 2));
+        assert_eq!(idx.extend(idx.span(0, 2), 9), all);
+        assert_eq!(idx.extend(all, 3), all);
     }
 }

@@ -346,7 +346,7 @@ impl<'a> NodeReader<'a> {
                     });
                 }
             }
-            node.span = index.span(node.span.start, last_end.max(node.span.end));
+            node.span = index.extend(node.span, last_end);
             self.count += 1;
             return Ok(Some(node));
         }
