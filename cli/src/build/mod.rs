@@ -22,7 +22,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 use kiln_cache::SnapshotMode;
 use kiln_cache::context::{IgnoreMatcher, StatCache, read_ignore_file};
-use kiln_executor::{CancelToken, RuncExecutor};
+use kiln_executor::{CancelToken, ExecError, RuncExecutor};
 use kiln_image::layer::WriteOptions;
 use kiln_image::{Digest, ImageRef, Platform};
 use kiln_solver::lower::{LowerOptions, Lowered, lower};
@@ -34,7 +34,7 @@ use export::{LoweredImage, Output};
 use progress::{Progress, ProgressMode};
 use resolver::StoreResolver;
 use secrets::Secrets;
-use worker::{BuildContext, LocalWorker, WorkerParts};
+use worker::{BuildContext, LocalWorker, StepError, WorkerParts};
 
 /// Arguments of `kiln build`.
 #[derive(clap::Args)]
@@ -363,10 +363,37 @@ fn explain(err: SolveError, dockerfile: &str, text: &str) -> anyhow::Error {
         let marker = if n == line { ">>>" } else { "   " };
         snippet.push_str(&format!(" {n:>3} | {marker} {}\n", lines[n - 1]));
     }
+    // The last lines the failed command printed, as BuildKit shows them under the step.
+    let mut tail = String::new();
+    let failed = source.downcast_ref::<StepError>().and_then(|step| {
+        step.cause()
+            .chain()
+            .find_map(|e| e.downcast_ref::<ExecError>())
+    });
+    if let Some(ExecError::Failed { tail: lines, .. }) = failed {
+        for l in lines.lines() {
+            tail.push_str(&format!("{l}\n"));
+        }
+    }
     eprintln!(
-        "------\n > {name}:\n------\n{dockerfile}:{line}\n--------------------\n{snippet}--------------------"
+        "------\n > {name}:\n{tail}------\n{dockerfile}:{line}\n--------------------\n{snippet}--------------------"
     );
-    anyhow::anyhow!("failed to solve: {source}")
+    anyhow::anyhow!("failed to solve: {}", error_chain(source.as_ref()))
+}
+
+/// An error and its causes on one line, as `{:#}` prints an `anyhow` chain.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(err) = cause {
+        let next = err.to_string();
+        if !text.ends_with(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        cause = err.source();
+    }
+    text
 }
 
 /// `.dockerignore` as Docker picks it: `<Dockerfile>.dockerignore` beside the Dockerfile

@@ -104,14 +104,16 @@ impl LocalWorker {
     }
 }
 
-/// A worker failure, shown under the failing step.
+/// A worker failure, shown under the failing step; its causes stay reachable so that
+/// the report can show a failed command's last lines.
 #[derive(Debug, thiserror::Error)]
-#[error("{0:#}")]
-pub struct StepError(anyhow::Error);
+#[error(transparent)]
+pub struct StepError(#[from] anyhow::Error);
 
-impl From<anyhow::Error> for StepError {
-    fn from(e: anyhow::Error) -> StepError {
-        StepError(e)
+impl StepError {
+    /// What went wrong, with its causes.
+    pub fn cause(&self) -> &anyhow::Error {
+        &self.0
     }
 }
 
