@@ -5,6 +5,7 @@
 //! local worker, which runs only steps whose cache keys are not in the index; then
 //! export the target's layers and configuration (to the image store by default).
 
+mod download;
 mod export;
 mod fileop;
 mod progress;

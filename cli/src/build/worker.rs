@@ -27,6 +27,7 @@ use kiln_image::{BlobRead, Digest, Digester, ImageConfig};
 use kiln_solver::op::{ExecMount, ExecOp, Op, SourceOp};
 use kiln_solver::{CacheKey, Selector, Vertex, VertexId, Worker};
 
+use super::download;
 use super::fileop;
 use super::progress::Progress;
 use super::secrets::Secrets;
@@ -145,10 +146,44 @@ impl Worker for LocalWorker {
         key: &CacheKey,
         inputs: Vec<StateRef>,
     ) -> Result<StateRef, StepError> {
+        if let Op::Source(SourceOp::Http {
+            url,
+            checksum,
+            filename,
+        }) = &vertex.op
+        {
+            return self.download(url, checksum.as_ref(), filename).await;
+        }
         let parts = Arc::clone(&self.parts);
         let op = vertex.op.clone();
         let key = key.clone();
         blocking(move || parts.execute(id, &op, &key, inputs)).await
+    }
+}
+
+impl LocalWorker {
+    /// `ADD <url>`: a one-layer filesystem holding the downloaded file.
+    async fn download(
+        &self,
+        url: &str,
+        checksum: Option<&Digest>,
+        filename: &str,
+    ) -> Result<StateRef, StepError> {
+        let scratch = self
+            .parts
+            .snapshots
+            .scratch()
+            .map_err(anyhow::Error::from)?;
+        let tree = scratch.path().join("download");
+        fs::create_dir(&tree).map_err(anyhow::Error::from)?;
+        download::fetch(url, checksum, &tree, filename).await?;
+        let parts = Arc::clone(&self.parts);
+        blocking(move || {
+            let layers = parts.commit_tree(&[], &tree, LayerSource::Tree)?;
+            drop(scratch);
+            Ok(layers)
+        })
+        .await
     }
 }
 
@@ -217,7 +252,7 @@ impl WorkerParts {
             Op::Source(SourceOp::Local { .. }) => return Ok(StateRef::Context),
             Op::Source(SourceOp::Image { manifest, .. }) => return self.image_layers(manifest),
             Op::Source(SourceOp::Http { url, .. }) => {
-                bail!("ADD from a URL ({url}) needs network access kiln does not provide yet")
+                bail!("internal error: the download of {url} reached the blocking worker")
             }
             Op::Merge(_) => self.merge(&inputs)?,
             Op::Exec(exec) => self.run_exec(id, exec, &inputs)?,
@@ -432,17 +467,29 @@ impl WorkerParts {
         self.commit_upper(base, &upper)
     }
 
-    /// Turns a step's changes into a layer on top of `base`, and into a snapshot.
+    /// Turns a step's changes (an overlay upper dir) into a layer on top of `base`, and
+    /// into a snapshot.
     pub(super) fn commit_upper(
         &self,
         base: &[LayerRecord],
         upper: &Path,
     ) -> anyhow::Result<StateRef> {
+        self.commit_tree(base, upper, LayerSource::OverlayUpper)
+    }
+
+    /// Turns a directory into a layer on top of `base`, and into a snapshot (the
+    /// directory is moved into the snapshot store).
+    fn commit_tree(
+        &self,
+        base: &[LayerRecord],
+        upper: &Path,
+        source: LayerSource,
+    ) -> anyhow::Result<StateRef> {
         // A step that changed nothing still gets its (empty) layer, as in docker build.
         let content = self.store.content();
         let mut writer = content.writer()?;
         let options = WriteOptions {
-            source: LayerSource::OverlayUpper,
+            source,
             ..self.layer_options.clone()
         };
         let layer = write_layer(upper, &mut writer, &options)?;

@@ -519,3 +519,62 @@ fn bind_mounts_read_the_context_and_stages_and_writes_to_them_are_discarded() {
         "the mount point stayed in the image"
     );
 }
+
+/// Serves `body` over HTTP on 127.0.0.1 to every request, with a fixed Last-Modified.
+fn serve(body: &'static [u8]) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = [0u8; 4096];
+            let _ = std::io::Read::read(&mut stream, &mut request);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nLast-Modified: Sun, 06 Nov 1994 08:49:37 GMT\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = std::io::Write::write_all(&mut stream, head.as_bytes());
+            let _ = std::io::Write::write_all(&mut stream, body);
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn add_downloads_a_url_and_checks_its_checksum() {
+    let body: &'static [u8] = b"downloaded payload\n";
+    let url = serve(body);
+    let sum = format!("sha256:{}", kiln_image::Digest::of(body).hex());
+    let kiln = Kiln::new();
+    let dockerfile = format!(
+        "{BASE}ADD --checksum={sum} {url}/files/payload.txt /srv/\nRUN cat /srv/payload.txt > /copy\n"
+    );
+    let ctx = context(&kiln, &dockerfile, &[]);
+    let out = kiln.dir.path().join("out");
+    let first = build(
+        &kiln,
+        &ctx,
+        &["-o", &format!("type=local,dest={}", out.display())],
+    );
+    assert!(ran_any(&first, "ADD"), "{:?}", first.ran);
+    let file = out.join("srv/payload.txt");
+    assert_eq!(fs::read(&file).unwrap(), body);
+    let meta = fs::metadata(&file).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        0o600
+    );
+    assert_eq!(std::os::unix::fs::MetadataExt::mtime(&meta), 784_111_777);
+    // Fetched again, the same bytes leave the following steps cached.
+    let second = build(&kiln, &ctx, &[]);
+    assert!(!ran_any(&second, "RUN cat"), "{:?}", second.ran);
+
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!("{BASE}ADD --checksum={wrong} {url}/payload.txt /srv/\n"),
+    )
+    .unwrap();
+    let err = kiln.fails(&["build", "--progress", "quiet", ctx.to_str().unwrap()]);
+    assert!(err.contains("checksum mismatch"), "{err}");
+}
