@@ -9,6 +9,7 @@
 
 mod apply;
 mod compression;
+mod diff;
 mod gzip;
 mod pipeline;
 mod root;
@@ -23,6 +24,7 @@ use oci_spec::image::{Descriptor, MediaType};
 
 pub use apply::{Applied, ApplyOptions, apply_layer};
 pub use compression::Compression;
+pub use diff::diff_trees;
 pub use tar_reader::{EXTENSION_MAX, HeaderProblem};
 pub use whiteout::WhiteoutMode;
 pub use writer::{Source, WriteOptions, write_layer};
