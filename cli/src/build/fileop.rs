@@ -11,13 +11,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use kiln_cache::LayerRecord;
-use kiln_cache::ScratchDir;
 use kiln_cache::context::{ContextTree, IgnoreMatcher, Selection};
+use kiln_cache::{ScratchDir, SnapshotMode};
+use kiln_executor::User;
 use kiln_executor::file::{self as files, CopyEntry, CopyRequest};
-use kiln_executor::{LinuxMounter, Mounter, OverlayMount, User};
 use kiln_solver::op::{Chmod, CopyAction, FileAction, FileOp, Owner, Principal};
 
 use super::worker::{StateRef, WorkerParts};
+use super::workspace::{Overlay, Workspace, copy_tree};
 
 /// Runs a file op over its inputs and commits the changes as a layer.
 pub fn run(parts: &WorkerParts, op: &FileOp, inputs: &[StateRef]) -> anyhow::Result<StateRef> {
@@ -29,24 +30,15 @@ pub fn run(parts: &WorkerParts, op: &FileOp, inputs: &[StateRef]) -> anyhow::Res
     } else {
         &[]
     };
-    let lowers = parts.lowerdirs(base)?;
     let scratch = parts.snapshots.scratch()?;
-    let upper = scratch.path().join("upper");
-    fs::create_dir(&upper)?;
-    // Over an empty base the upper dir is the whole tree: no overlay needed.
-    let merged = if lowers.is_empty() {
-        None
-    } else {
-        Some(Overlay::mount(&scratch, lowers, &upper)?)
-    };
-    let root = merged
-        .as_ref()
-        .map_or(upper.as_path(), |m| m.target.as_path());
-    for action in &op.actions {
-        apply(parts, root, action, inputs)?;
-    }
-    drop(merged);
-    parts.commit_upper(base, &upper)
+    let workspace = Workspace::prepare(parts, base, &scratch)?;
+    workspace.with_root(&scratch, |root| {
+        for action in &op.actions {
+            apply(parts, root, action, inputs)?;
+        }
+        Ok(())
+    })?;
+    workspace.commit(parts, base, &scratch)
 }
 
 fn apply(
@@ -256,33 +248,6 @@ pub fn join_inside(base: &Path, rel: &str) -> anyhow::Result<PathBuf> {
     })
 }
 
-/// An overlay mounted for the length of a step, unmounted when dropped.
-struct Overlay {
-    target: PathBuf,
-}
-
-impl Overlay {
-    fn mount(scratch: &ScratchDir, lowers: Vec<PathBuf>, upper: &Path) -> anyhow::Result<Overlay> {
-        let work = scratch.path().join("work");
-        let target = scratch.path().join("merged");
-        fs::create_dir_all(&work)?;
-        fs::create_dir_all(&target)?;
-        let overlay = OverlayMount {
-            lowers,
-            upper: upper.to_owned(),
-            work,
-        };
-        LinuxMounter.mount_overlay(&overlay, &target)?;
-        Ok(Overlay { target })
-    }
-}
-
-impl Drop for Overlay {
-    fn drop(&mut self) {
-        let _ = LinuxMounter.unmount(&self.target);
-    }
-}
-
 /// A filesystem mounted so that writes to it go to a throw-away upper dir: for
 /// `COPY --from` and `RUN --mount=type=bind` (read-write binds discard their writes).
 pub struct ScratchView {
@@ -297,9 +262,21 @@ impl ScratchView {
         ScratchView::mount(parts, parts.lowerdirs(layers)?)
     }
 
-    /// Mounts `lowers` (top first; none for an empty tree).
+    /// Mounts `lowers` (top first; none for an empty tree). Without overlayfs, the one
+    /// tree given is copied.
     pub fn mount(parts: &WorkerParts, lowers: Vec<PathBuf>) -> anyhow::Result<ScratchView> {
         let scratch = parts.snapshots.scratch()?;
+        if parts.snapshots.mode() == SnapshotMode::Copy
+            && let Some(tree) = lowers.first()
+        {
+            let copy = scratch.path().join("copy");
+            copy_tree(tree, &copy)?;
+            return Ok(ScratchView {
+                overlay: None,
+                path: copy,
+                _scratch: scratch,
+            });
+        }
         if lowers.is_empty() {
             let empty = scratch.path().join("empty");
             fs::create_dir(&empty)?;

@@ -12,6 +12,7 @@ mod progress;
 mod resolver;
 mod secrets;
 mod worker;
+mod workspace;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -101,6 +102,11 @@ pub struct BuildArgs {
     #[arg(long)]
     jobs: Option<usize>,
 
+    /// How step filesystems are made: `overlay`, `copy` (plain copies, slower; for
+    /// where overlayfs is unavailable) or `auto` (overlay when it can be mounted).
+    #[arg(long, value_enum, default_value_t = SnapshotterChoice::Auto)]
+    snapshotter: SnapshotterChoice,
+
     /// The OCI runtime binary for RUN steps.
     #[arg(long, default_value = "runc")]
     runtime: PathBuf,
@@ -111,6 +117,17 @@ pub struct BuildArgs {
 
     /// The build context directory.
     context: PathBuf,
+}
+
+/// `--snapshotter`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum SnapshotterChoice {
+    /// Overlay when overlayfs can be mounted, else copy.
+    Auto,
+    /// Overlay snapshots.
+    Overlay,
+    /// Plain copies.
+    Copy,
 }
 
 /// Runs `kiln build`.
@@ -224,6 +241,18 @@ async fn build(root: &Path, args: BuildArgs) -> anyhow::Result<ExitCode> {
         Digest::of(context_dir.as_os_str().as_encoded_bytes()).hex()
     ));
     let snapshots = state.store.snapshotter(SnapshotMode::Overlay)?;
+    let mode = match args.snapshotter {
+        SnapshotterChoice::Overlay => SnapshotMode::Overlay,
+        SnapshotterChoice::Copy => SnapshotMode::Copy,
+        SnapshotterChoice::Auto if workspace::overlay_works(&snapshots.scratch()?) => {
+            SnapshotMode::Overlay
+        }
+        SnapshotterChoice::Auto => {
+            eprintln!("kiln: overlayfs cannot be mounted here; steps run on copies (slower)");
+            SnapshotMode::Copy
+        }
+    };
+    let snapshots = state.store.snapshotter(mode)?;
     let parts = WorkerParts {
         snapshots,
         index: state.store.index(),

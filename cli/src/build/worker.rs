@@ -16,8 +16,8 @@ use anyhow::{Context as _, bail};
 use kiln_cache::context::{ContextTree, IgnoreMatcher, Selection, StatCache, checksum};
 use kiln_cache::{CacheIndex, CacheRecord, ChainId, LayerRecord, LayerRef, Snapshotter, Store};
 use kiln_executor::{
-    CancelToken, ExecRequest, Executor, Mount, MountKind, NetworkMode, OutputStream, Rootfs,
-    RuncExecutor, SecurityMode,
+    CancelToken, ExecRequest, Executor, Mount, MountKind, NetworkMode, OutputStream, RuncExecutor,
+    SecurityMode,
 };
 use kiln_image::layer::{
     ApplyOptions, Source as LayerSource, WriteOptions, apply_layer, write_layer,
@@ -31,6 +31,7 @@ use super::download;
 use super::fileop;
 use super::progress::Progress;
 use super::secrets::Secrets;
+use super::workspace::Workspace;
 
 /// A solved step's filesystem.
 #[derive(Clone, Debug)]
@@ -179,7 +180,7 @@ impl LocalWorker {
         download::fetch(url, checksum, &tree, filename).await?;
         let parts = Arc::clone(&self.parts);
         blocking(move || {
-            let layers = parts.commit_tree(&[], &tree, LayerSource::Tree)?;
+            let layers = parts.commit_tree(&[], &tree, LayerSource::Tree, &tree)?;
             drop(scratch);
             Ok(layers)
         })
@@ -410,14 +411,10 @@ impl WorkerParts {
             .first()
             .context("a RUN step has no filesystem to run on")?
             .layers()?;
-        let lowers = self.lowerdirs(base)?;
         let scratch = self.snapshots.scratch()?;
-        let upper = scratch.path().join("upper");
-        let work = scratch.path().join("work");
-        fs::create_dir(&upper)?;
-        fs::create_dir(&work)?;
-
-        let user = fileop::resolve_user_in_lowers(&lowers, &exec.user, scratch.path())?;
+        let workspace = Workspace::prepare(self, base, &scratch)?;
+        let user =
+            fileop::resolve_user_in_lowers(&workspace.lookup_dirs(), &exec.user, scratch.path())?;
         let env = exec
             .env
             .iter()
@@ -428,30 +425,23 @@ impl WorkerParts {
             })
             .collect();
         let progress = Arc::clone(&self.progress);
-        let mut request = ExecRequest::new(
-            exec.args.clone(),
-            Rootfs::Overlay {
-                lowers,
-                upper: upper.clone(),
-                work,
-            },
-        )
-        .with_env(env)
-        .with_cwd(&exec.cwd)
-        .with_user(user)
-        .with_hostname(exec.hostname.clone())
-        .with_network(match exec.network {
-            kiln_solver::op::NetworkMode::Default => NetworkMode::Sandbox,
-            kiln_solver::op::NetworkMode::None => NetworkMode::None,
-            kiln_solver::op::NetworkMode::Host => NetworkMode::Host,
-        })
-        .with_security(if exec.insecure {
-            SecurityMode::Insecure
-        } else {
-            SecurityMode::Sandbox
-        })
-        .with_output(move |_stream: OutputStream, chunk: &[u8]| progress.output(id, chunk))
-        .with_cancel(self.cancel.clone());
+        let mut request = ExecRequest::new(exec.args.clone(), workspace.rootfs())
+            .with_env(env)
+            .with_cwd(&exec.cwd)
+            .with_user(user)
+            .with_hostname(exec.hostname.clone())
+            .with_network(match exec.network {
+                kiln_solver::op::NetworkMode::Default => NetworkMode::Sandbox,
+                kiln_solver::op::NetworkMode::None => NetworkMode::None,
+                kiln_solver::op::NetworkMode::Host => NetworkMode::Host,
+            })
+            .with_security(if exec.insecure {
+                SecurityMode::Insecure
+            } else {
+                SecurityMode::Sandbox
+            })
+            .with_output(move |_stream: OutputStream, chunk: &[u8]| progress.output(id, chunk))
+            .with_cancel(self.cancel.clone());
 
         let mut mounted = Vec::new();
         for mount in &exec.mounts {
@@ -464,26 +454,18 @@ impl WorkerParts {
         }
         self.executor.run(request)?;
         drop(mounted);
-        self.commit_upper(base, &upper)
+        workspace.commit(self, base, &scratch)
     }
 
-    /// Turns a step's changes (an overlay upper dir) into a layer on top of `base`, and
-    /// into a snapshot.
-    pub(super) fn commit_upper(
+    /// Writes the change set `changes` as a layer on top of `base`, and moves
+    /// `snapshot` (the change set itself for overlay snapshots, the whole tree for
+    /// copied ones) into the snapshot store as the result's snapshot.
+    pub(super) fn commit_tree(
         &self,
         base: &[LayerRecord],
-        upper: &Path,
-    ) -> anyhow::Result<StateRef> {
-        self.commit_tree(base, upper, LayerSource::OverlayUpper)
-    }
-
-    /// Turns a directory into a layer on top of `base`, and into a snapshot (the
-    /// directory is moved into the snapshot store).
-    fn commit_tree(
-        &self,
-        base: &[LayerRecord],
-        upper: &Path,
+        changes: &Path,
         source: LayerSource,
+        snapshot: &Path,
     ) -> anyhow::Result<StateRef> {
         // A step that changed nothing still gets its (empty) layer, as in docker build.
         let content = self.store.content();
@@ -492,12 +474,12 @@ impl WorkerParts {
             source,
             ..self.layer_options.clone()
         };
-        let layer = write_layer(upper, &mut writer, &options)?;
+        let layer = write_layer(changes, &mut writer, &options)?;
         writer.commit(Some(&layer.digest))?;
         let parent = (!base.is_empty()).then(|| ChainId::prefixes(base.iter().map(|l| &l.diff_id)));
         let parent = parent.and_then(|chain| chain.last().cloned());
         self.snapshots
-            .commit_dir(parent.as_ref(), &layer.diff_id, upper)?;
+            .commit_dir(parent.as_ref(), &layer.diff_id, snapshot)?;
         let mut layers = base.to_vec();
         layers.push(LayerRecord {
             diff_id: layer.diff_id,

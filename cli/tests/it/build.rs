@@ -578,3 +578,74 @@ fn add_downloads_a_url_and_checks_its_checksum() {
     let err = kiln.fails(&["build", "--progress", "quiet", ctx.to_str().unwrap()]);
     assert!(err.contains("checksum mismatch"), "{err}");
 }
+
+#[test]
+fn the_copying_snapshotter_builds_what_overlay_builds() {
+    let dockerfile = format!(
+        "{BASE}RUN mkdir -p /data/old /keep && echo 1 > /data/old/f && echo k > /keep/k && echo x > /gone\n\
+         RUN rm -rf /data /gone && mkdir /data && echo 2 > /data/new && chmod 700 /keep\n\
+         COPY a.txt /keep/a.txt\n\
+         FROM base AS other\nRUN echo other > /o\n\
+         FROM base\nCOPY --from=other /o /o\nRUN --mount=type=bind,from=other,source=/o,target=/mnt/o,rw cat /mnt/o > /o2\n"
+    );
+    let mut trees = Vec::new();
+    for snapshotter in ["overlay", "copy"] {
+        let kiln = Kiln::new();
+        let ctx = context(&kiln, &dockerfile, &[("a.txt", "a\n")]);
+        let out = kiln.dir.path().join("out");
+        build(
+            &kiln,
+            &ctx,
+            &[
+                "--snapshotter",
+                snapshotter,
+                "-o",
+                &format!("type=local,dest={}", out.display()),
+            ],
+        );
+        trees.push(describe(&out));
+    }
+    assert_eq!(trees[0], trees[1]);
+    assert!(trees[1].iter().any(|(p, _)| p == "data/new"));
+    assert!(
+        !trees[1]
+            .iter()
+            .any(|(p, _)| p == "gone" || p.starts_with("data/old"))
+    );
+}
+
+/// Every path under `dir` with its type, mode, owner and contents.
+fn describe(dir: &Path) -> Vec<(String, String)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    for path in walk_all(dir) {
+        let meta = fs::symlink_metadata(&path).unwrap();
+        let rel = path.strip_prefix(dir).unwrap().display().to_string();
+        let content = if meta.is_file() {
+            String::from_utf8_lossy(&fs::read(&path).unwrap()).into_owned()
+        } else if meta.file_type().is_symlink() {
+            fs::read_link(&path).unwrap().display().to_string()
+        } else {
+            String::new()
+        };
+        out.push((
+            rel,
+            format!("{:o} {}:{} {content}", meta.mode(), meta.uid(), meta.gid()),
+        ));
+    }
+    out.sort();
+    out
+}
+
+fn walk_all(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        let is_dir = fs::symlink_metadata(&path).unwrap().is_dir();
+        out.push(path.clone());
+        if is_dir {
+            out.extend(walk_all(&path));
+        }
+    }
+    out
+}
