@@ -649,3 +649,44 @@ fn walk_all(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn copy_parents_keeps_source_directories_and_exclude_leaves_files_out() {
+    let kiln = Kiln::new();
+    let dockerfile = format!(
+        "{BASE}COPY --parents src/a/x.txt src/b/*.txt /out/\nCOPY --exclude=**/*.tmp --exclude=skip dir/ /ex/\n"
+    );
+    let ctx = context(
+        &kiln,
+        &dockerfile,
+        &[
+            ("src/a/x.txt", "x"),
+            ("src/b/y.txt", "y"),
+            ("src/b/z.md", "z"),
+            ("dir/keep.txt", "k"),
+            ("dir/junk.tmp", "j"),
+            ("dir/skip/inner.txt", "s"),
+            ("dir/sub/deep.tmp", "d"),
+        ],
+    );
+    let out = kiln.dir.path().join("out");
+    build(
+        &kiln,
+        &ctx,
+        &["-o", &format!("type=local,dest={}", out.display())],
+    );
+    assert_eq!(
+        fs::read_to_string(out.join("out/src/a/x.txt")).unwrap(),
+        "x"
+    );
+    assert_eq!(
+        fs::read_to_string(out.join("out/src/b/y.txt")).unwrap(),
+        "y"
+    );
+    assert!(!out.join("out/src/b/z.md").exists());
+    assert!(!out.join("out/x.txt").exists());
+    assert_eq!(fs::read_to_string(out.join("ex/keep.txt")).unwrap(), "k");
+    assert!(!out.join("ex/junk.tmp").exists());
+    assert!(!out.join("ex/skip").exists());
+    assert!(!out.join("ex/sub/deep.tmp").exists());
+}
