@@ -269,23 +269,7 @@ fn lower_transfer(
         } else {
             doc.content.clone()
         };
-        let file = builder.graph.add(
-            Op::File(FileOp {
-                has_base: false,
-                actions: vec![FileAction::Mkfile {
-                    path: format!("/{}", doc.name),
-                    data: data.into_bytes(),
-                    mode: 0o644,
-                    owner: None,
-                }],
-            }),
-            Vec::new(),
-            OpMetadata {
-                name: "[internal] preparing inline document".to_owned(),
-                ignore_cache: state.ignore_cache,
-                ..OpMetadata::default()
-            },
-        );
+        let file = inline_document(builder, state, &doc.name, data.into_bytes(), 0o644);
         let input = input_of(&mut inputs, file);
         actions.push(FileAction::Copy(copy(
             input,
@@ -410,4 +394,32 @@ fn url_file_name(url: &str) -> String {
         Some(name) if !name.is_empty() && name != "." => name.to_owned(),
         _ => "__unnamed__".to_owned(),
     }
+}
+
+/// A filesystem holding one heredoc as `/<name>`, for COPY/ADD heredoc sources and
+/// `#!` RUN heredocs.
+pub(crate) fn inline_document(
+    builder: &mut Builder<'_>,
+    state: &StageState,
+    name: &str,
+    data: Vec<u8>,
+    mode: u32,
+) -> VertexId {
+    builder.graph.add(
+        Op::File(FileOp {
+            has_base: false,
+            actions: vec![FileAction::Mkfile {
+                path: format!("/{name}"),
+                data,
+                mode,
+                owner: None,
+            }],
+        }),
+        Vec::new(),
+        OpMetadata {
+            name: "[internal] preparing inline document".to_owned(),
+            ignore_cache: state.ignore_cache,
+            ..OpMetadata::default()
+        },
+    )
 }

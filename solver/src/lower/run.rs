@@ -15,10 +15,11 @@ use kiln_parser::instructions::{
 use kiln_parser::shell::Lex;
 
 use super::config::{clean_path, join_path, with_shell};
+use super::copy::inline_document;
 use super::history::{self, heredoc_summary, uppercase_command};
 use super::stage::StageState;
 use super::{Builder, LowerError, Place};
-use crate::op::{CacheSharing, ExecMount, ExecOp, FileAction, FileOp, NetworkMode, Op, OpMetadata};
+use crate::op::{CacheSharing, ExecMount, ExecOp, NetworkMode, Op};
 
 /// Where a `#!` heredoc script is mounted.
 const PIPES: &str = "/dev/pipes/";
@@ -47,23 +48,8 @@ pub(crate) fn lower_run(
         (CommandLine::Shell(command), [doc, ..]) if is_lone_heredoc(command) => {
             display.push_str(&format!(" ({})", heredoc_summary(&doc.content)));
             if doc.content.starts_with("#!") {
-                let script = builder.graph.add(
-                    Op::File(FileOp {
-                        has_base: false,
-                        actions: vec![FileAction::Mkfile {
-                            path: format!("/{}", doc.name),
-                            data: doc.content.clone().into_bytes(),
-                            mode: 0o755,
-                            owner: None,
-                        }],
-                    }),
-                    Vec::new(),
-                    OpMetadata {
-                        name: "[internal] preparing inline document".to_owned(),
-                        ignore_cache: state.ignore_cache,
-                        ..OpMetadata::default()
-                    },
-                );
+                let content = doc.content.clone().into_bytes();
+                let script = inline_document(builder, state, &doc.name, content, 0o755);
                 inputs.push(script);
                 mounts.push(ExecMount::Bind {
                     input: inputs.len() - 1,
