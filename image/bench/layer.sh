@@ -4,10 +4,12 @@
 # mixed files, in the same run. Reports median wall time of RUNS runs, throughput of the
 # uncompressed tar stream, compression ratio and peak RSS (/usr/bin/time -v).
 #
-# Usage: image/bench/layer.sh [RUNS]   (env: BENCH_DIR to keep the tree somewhere else)
+# Usage: image/bench/layer.sh [RUNS] [MIB]   (MIB: tree size, 1024 by default;
+# env: BENCH_DIR to keep the tree somewhere else, MKLAYER to measure another build)
 set -euo pipefail
 
 RUNS=${1:-3}
+MIB=${2:-1024}
 cd "$(dirname "$0")/../.."
 
 need() { command -v "$1" >/dev/null 2>&1; }
@@ -20,8 +22,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-cargo build --release -q -p kiln-image --example mklayer
-MKLAYER=target/release/examples/mklayer
+if [ -z "${MKLAYER:-}" ]; then
+    cargo build --release -q -p kiln-image --example mklayer
+    MKLAYER=target/release/examples/mklayer
+fi
 
 WORK=${BENCH_DIR:-$(mktemp -d /var/tmp/kiln-layer-bench.XXXXXX)}
 trap '[ -z "${BENCH_DIR:-}" ] && rm -rf "$WORK"' EXIT
@@ -29,18 +33,25 @@ TREE=$WORK/tree
 OUT=$WORK/out
 mkdir -p "$OUT"
 
-if [ ! -e "$TREE/.complete" ]; then
-    echo "generating ~1 GiB tree in $TREE ..." >&2
+# .complete holds the size the tree was generated for (empty: 1024).
+have=none
+if [ -e "$TREE/.complete" ]; then
+    have=$(cat "$TREE/.complete")
+    have=${have:-1024}
+fi
+if [ "$have" != "$MIB" ]; then
+    echo "generating ~$MIB MiB tree in $TREE ..." >&2
     rm -rf "$TREE"
-    python3 - "$TREE" <<'PY'
+    python3 - "$TREE" "$MIB" <<'PY'
 import os, random, sys
 root = sys.argv[1]
+scale = int(sys.argv[2]) / 1024
 rng = random.Random(42)
 words = [("".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 10))))
          for _ in range(5000)]
 MiB = 1 << 20
 # ~40000 small text files (1-10 KiB): ~220 MiB, in a few hundred directories.
-for i in range(40000):
+for i in range(int(40000 * scale)):
     d = os.path.join(root, "src", f"pkg{i % 300:03d}", f"mod{i % 7}")
     os.makedirs(d, exist_ok=True)
     n = rng.randint(1024, 10 * 1024)
@@ -51,20 +62,20 @@ for i in range(40000):
 os.makedirs(os.path.join(root, "blobs"), exist_ok=True)
 for i in range(4):
     with open(os.path.join(root, "blobs", f"random{i}.bin"), "wb") as f:
-        for _ in range(100):
+        for _ in range(int(100 * scale)):
             f.write(os.urandom(MiB))
 # ~400 MiB compressible large files (logs / data dumps / uncompressed binaries).
 os.makedirs(os.path.join(root, "data"), exist_ok=True)
 for i in range(4):
     with open(os.path.join(root, "data", f"log{i}.txt"), "w") as f:
         written, line_no = 0, 0
-        while written < 100 * MiB:
+        while written < 100 * MiB * scale:
             line = f"2024-01-{1 + line_no % 28:02d} {line_no:09d} INFO {' '.join(rng.choice(words) for _ in range(8))} id={rng.getrandbits(32):08x}\n"
             f.write(line)
             written += len(line)
             line_no += 1
 PY
-    touch "$TREE/.complete"
+    echo "$MIB" > "$TREE/.complete"
 fi
 SUBSET=$TREE/data   # a ~400 MiB part of the tree, to show memory does not grow with size
 

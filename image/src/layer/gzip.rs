@@ -100,40 +100,37 @@ fn dispatch(
     send(held.unwrap_or_default(), previous, true)
 }
 
+/// Compresses jobs until the dispatcher stops. Every compression starts from a new
+/// `Compress`: `Compress::reset` leaves state behind that changes the next output, which
+/// would make a block depend on what its worker compressed before, and so the layer on
+/// the number of workers and their timing.
 fn work(jobs: Receiver<Job>, level: u32) {
-    let mut deflate = Compress::new(flate2::Compression::new(level), false);
-    let mut stored = Compress::new(flate2::Compression::none(), false);
-    let mut trial = Compress::new(flate2::Compression::fast(), false);
     let mut scratch = Vec::new();
     for job in jobs {
-        let compressible = level == 0
-            || is_compressible(
-                &mut trial,
-                &mut scratch,
-                &job.data[..job.data.len().min(SAMPLE)],
-            );
-        let c = if compressible && level > 0 {
-            &mut deflate
+        let compressible =
+            level > 0 && is_compressible(&mut scratch, &job.data[..job.data.len().min(SAMPLE)]);
+        let level = if compressible {
+            flate2::Compression::new(level)
         } else {
-            &mut stored
+            flate2::Compression::none()
         };
-        let result = compress_chunk(c, &job);
+        let result = compress_chunk(level, &job);
         // The collector may have stopped after an earlier failure; nothing to report to.
         let _ = job.reply.send(result);
     }
 }
 
-fn is_compressible(trial: &mut Compress, scratch: &mut Vec<u8>, sample: &[u8]) -> bool {
-    trial.reset();
+fn is_compressible(scratch: &mut Vec<u8>, sample: &[u8]) -> bool {
+    let mut trial = Compress::new(flate2::Compression::fast(), false);
     scratch.clear();
-    if deflate_into(trial, sample, FlushCompress::Finish, scratch).is_err() {
+    if deflate_into(&mut trial, sample, FlushCompress::Finish, scratch).is_err() {
         return true;
     }
     scratch.len() * 100 < sample.len() * STORED_ABOVE_PERCENT
 }
 
-fn compress_chunk(c: &mut Compress, job: &Job) -> io::Result<Block> {
-    c.reset();
+fn compress_chunk(level: flate2::Compression, job: &Job) -> io::Result<Block> {
+    let mut c = Compress::new(level, false);
     if let Some(dict) = &job.dictionary {
         c.set_dictionary(&dict[dict.len().saturating_sub(WINDOW)..])
             .map_err(io::Error::other)?;
@@ -144,7 +141,7 @@ fn compress_chunk(c: &mut Compress, job: &Job) -> io::Result<Block> {
     } else {
         FlushCompress::Sync
     };
-    deflate_into(c, &job.data, flush, &mut bytes)?;
+    deflate_into(&mut c, &job.data, flush, &mut bytes)?;
     let mut crc = crc32fast::Hasher::new();
     crc.update(&job.data);
     Ok(Block {
@@ -270,6 +267,40 @@ mod tests {
     fn output_does_not_depend_on_worker_count() {
         let chunks: Vec<Vec<u8>> = (0..5).map(|i| b"abcabd".repeat(50_000 + i)).collect();
         assert_eq!(gzip(chunks.clone(), 6, 1), gzip(chunks, 6, 4));
+    }
+
+    #[test]
+    fn blocks_do_not_depend_on_what_a_worker_compressed_before() {
+        // One worker, fed the same job after different ones: its block must not change.
+        let text = |seed: u64| -> Vec<u8> {
+            noise(200_000, seed)
+                .iter()
+                .flat_map(|&b| [b'a' + b % 7, b'a' + b / 37, b' '])
+                .collect()
+        };
+        let block_after = |earlier: Vec<Vec<u8>>| -> Vec<u8> {
+            let (job_tx, job_rx) = bounded(earlier.len() + 1);
+            let mut replies = Vec::new();
+            for data in earlier.into_iter().chain([text(3)]) {
+                let (reply, result) = bounded(1);
+                job_tx
+                    .send(Job {
+                        data: Arc::new(data),
+                        dictionary: Some(Arc::new(text(2))),
+                        last: false,
+                        reply,
+                    })
+                    .unwrap();
+                replies.push(result);
+            }
+            drop(job_tx);
+            work(job_rx, 1);
+            let last: Receiver<io::Result<Block>> = replies.pop().unwrap();
+            last.recv().unwrap().unwrap().bytes
+        };
+        let alone = block_after(vec![]);
+        assert_eq!(block_after(vec![text(1)]), alone);
+        assert_eq!(block_after(vec![noise(1 << 20, 5), text(4)]), alone);
     }
 
     #[test]

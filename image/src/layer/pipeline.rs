@@ -4,7 +4,9 @@
 //!
 //! Data moves in fixed-size chunks through bounded channels, so memory stays flat however
 //! large the layer grows: at most a few chunks per stage are alive at once. A chunk is
-//! shared (`Arc`) between the diffID hasher and the compressor rather than copied.
+//! shared (`Arc`) between the diffID hasher and the compressor rather than copied, and
+//! once its last reader is done its buffer goes back to a [`Buffers`] pool, so a steady
+//! stream reuses the same few megabytes instead of allocating and faulting in new ones.
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
@@ -21,7 +23,40 @@ pub(super) type Chunk = Arc<Vec<u8>>;
 /// Size of the chunks the producer emits; also the gzip block size.
 const CHUNK_SIZE: usize = 1 << 20;
 /// Chunks queued between two stages.
-const QUEUE: usize = 4;
+const QUEUE: usize = 8;
+
+/// Spare chunk buffers, shared by every stage of one pass.
+#[derive(Clone)]
+struct Buffers {
+    free_tx: Sender<Vec<u8>>,
+    free_rx: Receiver<Vec<u8>>,
+}
+
+impl Buffers {
+    fn new() -> Buffers {
+        // Enough for every queue to be full and each stage to hold one more.
+        let (free_tx, free_rx) = bounded(4 * QUEUE);
+        Buffers { free_tx, free_rx }
+    }
+
+    /// An empty buffer with room for a whole chunk.
+    fn take(&self) -> Vec<u8> {
+        self.free_rx
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(CHUNK_SIZE))
+    }
+
+    /// Drops this reference to `chunk`; the last one returns its buffer to the pool.
+    fn recycle(&self, chunk: Chunk) {
+        if let Some(mut buf) = Arc::into_inner(chunk)
+            && buf.capacity() == CHUNK_SIZE
+        {
+            buf.clear();
+            // A full pool means the stages are holding fewer chunks than it has room for.
+            let _ = self.free_tx.try_send(buf);
+        }
+    }
+}
 
 /// What one pass measured.
 pub(super) struct Hashed {
@@ -35,6 +70,7 @@ pub(super) struct Hashed {
 pub(super) struct ChunkWriter {
     buf: Vec<u8>,
     sinks: Vec<Sender<Chunk>>,
+    buffers: Buffers,
 }
 
 fn consumer_gone() -> io::Error {
@@ -42,10 +78,11 @@ fn consumer_gone() -> io::Error {
 }
 
 impl ChunkWriter {
-    fn new(sinks: Vec<Sender<Chunk>>) -> ChunkWriter {
+    fn new(sinks: Vec<Sender<Chunk>>, buffers: Buffers) -> ChunkWriter {
         ChunkWriter {
-            buf: Vec::with_capacity(CHUNK_SIZE),
+            buf: buffers.take(),
             sinks,
+            buffers,
         }
     }
 
@@ -53,10 +90,7 @@ impl ChunkWriter {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let chunk = Arc::new(std::mem::replace(
-            &mut self.buf,
-            Vec::with_capacity(CHUNK_SIZE),
-        ));
+        let chunk = Arc::new(std::mem::replace(&mut self.buf, self.buffers.take()));
         for sink in &self.sinks {
             sink.send(chunk.clone()).map_err(|_| consumer_gone())?;
         }
@@ -64,31 +98,20 @@ impl ChunkWriter {
     }
 
     /// Copies up to `len` bytes from `src` straight into the chunk buffers (no
-    /// intermediate buffer); returns how many were read before `src` ended.
+    /// intermediate buffer, no zero-filling first); returns how many were read before
+    /// `src` ended.
     pub(super) fn copy_from(&mut self, src: &mut impl Read, len: u64) -> io::Result<u64> {
         let mut left = len;
         while left > 0 {
             if self.buf.len() == CHUNK_SIZE {
                 self.send_full()?;
             }
-            let room =
-                (CHUNK_SIZE - self.buf.len()).min(usize::try_from(left).unwrap_or(usize::MAX));
-            let start = self.buf.len();
-            self.buf.resize(start + room, 0);
-            let n = loop {
-                match src.read(&mut self.buf[start..]) {
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    other => break other,
-                }
-            };
-            let n = match n {
-                Ok(n) => n,
-                Err(e) => {
-                    self.buf.truncate(start);
-                    return Err(e);
-                }
-            };
-            self.buf.truncate(start + n);
+            let room = (CHUNK_SIZE - self.buf.len()) as u64;
+            // Bounded by the room left, so the buffer never grows past a chunk.
+            let n = src
+                .by_ref()
+                .take(room.min(left))
+                .read_to_end(&mut self.buf)?;
             if n == 0 {
                 break;
             }
@@ -98,8 +121,16 @@ impl ChunkWriter {
     }
 
     /// Appends `n` zero bytes (tar padding).
-    pub(super) fn zeros(&mut self, n: usize) -> io::Result<()> {
-        self.copy_from(&mut io::repeat(0), n as u64).map(drop)
+    pub(super) fn zeros(&mut self, mut n: usize) -> io::Result<()> {
+        while n > 0 {
+            if self.buf.len() == CHUNK_SIZE {
+                self.send_full()?;
+            }
+            let k = n.min(CHUNK_SIZE - self.buf.len());
+            self.buf.resize(self.buf.len() + k, 0);
+            n -= k;
+        }
+        Ok(())
     }
 }
 
@@ -131,26 +162,48 @@ where
     P: FnOnce(&mut ChunkWriter) -> Result<(), LayerError> + Send,
 {
     let workers = thread::available_parallelism().map_or(1, |n| n.get());
+    let buffers = Buffers::new();
     let (hash_tx, hash_rx) = bounded::<Chunk>(QUEUE);
     let (raw_tx, raw_rx) = bounded::<Chunk>(QUEUE);
     let (packed_tx, packed_rx) = bounded::<Chunk>(QUEUE);
 
     thread::scope(|s| {
-        let producer = s.spawn(move || {
-            let mut w = ChunkWriter::new(vec![hash_tx, raw_tx]);
-            produce(&mut w)?;
-            w.send_full()
-                .map_err(|source| LayerError::WriteLayer { source })
-        });
-        let hasher = s.spawn(move || {
-            let mut d = Digester::new();
-            for chunk in hash_rx {
-                d.update(&chunk);
-            }
-            let len = d.len();
-            (d.finish(), len)
-        });
-        let compressor = s.spawn(move || compress(raw_rx, packed_tx, compression, level, workers));
+        let producer = {
+            let buffers = buffers.clone();
+            s.spawn(move || {
+                let mut w = ChunkWriter::new(vec![hash_tx, raw_tx], buffers);
+                produce(&mut w)?;
+                w.send_full()
+                    .map_err(|source| LayerError::WriteLayer { source })
+            })
+        };
+        let hasher = {
+            let buffers = buffers.clone();
+            s.spawn(move || {
+                let mut d = Digester::new();
+                for chunk in hash_rx {
+                    d.update(&chunk);
+                    buffers.recycle(chunk);
+                }
+                let len = d.len();
+                (d.finish(), len)
+            })
+        };
+        let compressor = {
+            let buffers = buffers.clone();
+            s.spawn(move || match compression {
+                Compression::None => {
+                    for chunk in raw_rx {
+                        packed_tx.send(chunk).map_err(|_| consumer_gone())?;
+                    }
+                    Ok(())
+                }
+                Compression::Gzip => {
+                    super::gzip::compress(raw_rx, packed_tx, level.unsigned_abs(), workers)
+                }
+                Compression::Zstd => zstd(raw_rx, packed_tx, level, workers, &buffers),
+            })
+        };
 
         let mut digester = Digester::new();
         let mut written = Ok(());
@@ -160,6 +213,7 @@ where
                 written = Err(source);
                 break;
             }
+            buffers.recycle(chunk);
         }
         drop(packed_rx);
 
@@ -180,30 +234,53 @@ where
     })
 }
 
-fn compress(
+/// Compresses the chunks from `input` into one zstd frame sent to `output` in chunks.
+///
+/// zstd always runs in multithreaded mode: its output is the same for any number of
+/// workers ≥ 1 (but differs from single-threaded mode), so digests do not depend on the
+/// machine. Compressed bytes go straight into pooled chunk buffers, with no copy through
+/// an intermediate writer's small buffer.
+fn zstd(
     input: Receiver<Chunk>,
     output: Sender<Chunk>,
-    compression: Compression,
     level: i32,
     workers: usize,
+    buffers: &Buffers,
 ) -> io::Result<()> {
-    match compression {
-        Compression::None => {
-            for chunk in input {
-                output.send(chunk).map_err(|_| consumer_gone())?;
+    use zstd::stream::raw::{CParameter, Encoder, InBuffer, Operation, OutBuffer};
+
+    let mut enc = Encoder::new(level)?;
+    // zstd starts a job only when a worker is idle, so a core whose worker just finished
+    // waits until this thread hands it the next job; two spare workers hold jobs ready.
+    let workers = u32::try_from(workers + 2).unwrap_or(u32::MAX);
+    enc.set_parameter(CParameter::NbWorkers(workers))?;
+    let mut out = buffers.take();
+    let send = |out: &mut Vec<u8>| {
+        let full = std::mem::replace(out, buffers.take());
+        output.send(Arc::new(full)).map_err(|_| consumer_gone())
+    };
+    for chunk in input {
+        let mut src = InBuffer::around(&chunk);
+        while src.pos < src.src.len() {
+            if out.len() == out.capacity() {
+                send(&mut out)?;
             }
-            Ok(())
+            let pos = out.len();
+            enc.run(&mut src, &mut OutBuffer::around_pos(&mut out, pos))?;
         }
-        Compression::Gzip => super::gzip::compress(input, output, level.unsigned_abs(), workers),
-        Compression::Zstd => {
-            let mut enc = zstd::stream::write::Encoder::new(ChunkWriter::new(vec![output]), level)?;
-            // Always in multithreaded mode: its output is the same for any worker count ≥ 1
-            // (but differs from single-threaded mode), so digests do not depend on the machine.
-            enc.multithread(workers as u32)?;
-            for chunk in input {
-                enc.write_all(&chunk)?;
-            }
-            enc.finish()?.send_full()
+        buffers.recycle(chunk);
+    }
+    loop {
+        if out.len() == out.capacity() {
+            send(&mut out)?;
+        }
+        let pos = out.len();
+        if enc.finish(&mut OutBuffer::around_pos(&mut out, pos), true)? == 0 {
+            break;
         }
     }
+    if !out.is_empty() {
+        send(&mut out)?;
+    }
+    Ok(())
 }
