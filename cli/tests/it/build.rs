@@ -75,10 +75,24 @@ fn build(kiln: &Kiln, ctx: &Path, extra: &[&str]) -> Built {
     // Sources are read on every build; the steps are what the cache is about.
     let is_step = |name: &String| !name.starts_with("[internal]") && !name.contains(" FROM ");
     Built {
-        id: fs::read_to_string(&iid).unwrap(),
+        id: read(&iid),
         ran: ran.into_iter().filter(is_step).collect(),
         cached: cached.into_iter().filter(is_step).collect(),
     }
+}
+
+/// Builds with `--output type=local` into a fresh directory and returns it.
+fn build_local(kiln: &Kiln, ctx: &Path, extra: &[&str]) -> std::path::PathBuf {
+    let out = kiln.dir.path().join("out");
+    let dest = format!("type=local,dest={}", out.display());
+    let mut args = vec!["-o", dest.as_str()];
+    args.extend_from_slice(extra);
+    build(kiln, ctx, &args);
+    out
+}
+
+fn read(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
 fn ran_any(built: &Built, needle: &str) -> bool {
@@ -282,12 +296,9 @@ fn secrets_reach_the_step_but_no_layer_config_history_or_cache_record() {
             &format!("type=local,dest={}", out_dir.display()),
         ],
     );
+    assert_eq!(read(&out_dir.join("len")).trim(), secret.len().to_string());
     assert_eq!(
-        fs::read_to_string(out_dir.join("len")).unwrap().trim(),
-        secret.len().to_string()
-    );
-    assert_eq!(
-        fs::read_to_string(out_dir.join("envlen")).unwrap().trim(),
+        read(&out_dir.join("envlen")).trim(),
         secret.len().to_string()
     );
     assert!(
@@ -358,10 +369,7 @@ fn cache_mounts_persist_between_builds_and_stay_out_of_the_layers() {
     build(&kiln, &ctx, &["--build-arg", "RUN_ID=first", "-o", &local]);
     fs::remove_dir_all(&out).unwrap();
     build(&kiln, &ctx, &["--build-arg", "RUN_ID=second", "-o", &local]);
-    assert_eq!(
-        fs::read_to_string(out.join("seen")).unwrap(),
-        "first\nsecond\n"
-    );
+    assert_eq!(read(&out.join("seen")), "first\nsecond\n");
     assert!(
         fs::read_dir(out.join("cache")).map_or(true, |mut d| d.next().is_none()),
         "cache contents leaked into the image"
@@ -393,7 +401,7 @@ fn source_date_epoch_makes_builds_reproducible_across_stores() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        ids.push(fs::read_to_string(iid).unwrap());
+        ids.push(read(&iid));
         // Different wall-clock times for the two builds.
         std::thread::sleep(std::time::Duration::from_millis(1100));
     }
@@ -411,7 +419,7 @@ fn outputs_local_tar_and_docker_archive() {
         &ctx,
         &["-o", &format!("type=local,dest={}", local.display())],
     );
-    assert_eq!(fs::read_to_string(local.join("hello")).unwrap(), "hello\n");
+    assert_eq!(read(&local.join("hello")), "hello\n");
     assert!(local.join("bin/busybox").is_file());
     assert!(
         fs::symlink_metadata(local.join("bin/cat")).is_err(),
@@ -464,7 +472,7 @@ fn an_interrupted_build_stops_its_step_and_leaves_nothing_behind() {
     assert!(signalled.elapsed() < std::time::Duration::from_secs(2));
     assert_eq!(status.code(), Some(143));
     let root = kiln.root();
-    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mounts = read(Path::new("/proc/self/mountinfo"));
     assert!(
         !mounts.contains(root.to_str().unwrap()),
         "a mount was left behind"
@@ -488,28 +496,11 @@ fn bind_mounts_read_the_context_and_stages_and_writes_to_them_are_discarded() {
          RUN --mount=type=bind,target=/ctx,rw echo scribble > /ctx/input.txt && touch /ctx/new && cat /ctx/input.txt > /rw-saw\n"
     );
     let ctx = context(&kiln, &dockerfile, &[("input.txt", "context data\n")]);
-    let out = kiln.dir.path().join("out");
-    build(
-        &kiln,
-        &ctx,
-        &["-o", &format!("type=local,dest={}", out.display())],
-    );
-    assert_eq!(
-        fs::read_to_string(out.join("from-context")).unwrap(),
-        "context data\n"
-    );
-    assert_eq!(
-        fs::read_to_string(out.join("from-stage")).unwrap(),
-        "from-stage\n"
-    );
-    assert_eq!(
-        fs::read_to_string(out.join("rw-saw")).unwrap(),
-        "scribble\n"
-    );
-    assert_eq!(
-        fs::read_to_string(ctx.join("input.txt")).unwrap(),
-        "context data\n"
-    );
+    let out = build_local(&kiln, &ctx, &[]);
+    assert_eq!(read(&out.join("from-context")), "context data\n");
+    assert_eq!(read(&out.join("from-stage")), "from-stage\n");
+    assert_eq!(read(&out.join("rw-saw")), "scribble\n");
+    assert_eq!(read(&ctx.join("input.txt")), "context data\n");
     assert!(
         !ctx.join("new").exists(),
         "a read-write bind wrote to the context"
@@ -669,23 +660,12 @@ fn copy_parents_keeps_source_directories_and_exclude_leaves_files_out() {
             ("dir/sub/deep.tmp", "d"),
         ],
     );
-    let out = kiln.dir.path().join("out");
-    build(
-        &kiln,
-        &ctx,
-        &["-o", &format!("type=local,dest={}", out.display())],
-    );
-    assert_eq!(
-        fs::read_to_string(out.join("out/src/a/x.txt")).unwrap(),
-        "x"
-    );
-    assert_eq!(
-        fs::read_to_string(out.join("out/src/b/y.txt")).unwrap(),
-        "y"
-    );
+    let out = build_local(&kiln, &ctx, &[]);
+    assert_eq!(read(&out.join("out/src/a/x.txt")), "x");
+    assert_eq!(read(&out.join("out/src/b/y.txt")), "y");
     assert!(!out.join("out/src/b/z.md").exists());
     assert!(!out.join("out/x.txt").exists());
-    assert_eq!(fs::read_to_string(out.join("ex/keep.txt")).unwrap(), "k");
+    assert_eq!(read(&out.join("ex/keep.txt")), "k");
     assert!(!out.join("ex/junk.tmp").exists());
     assert!(!out.join("ex/skip").exists());
     assert!(!out.join("ex/sub/deep.tmp").exists());
