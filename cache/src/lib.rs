@@ -13,6 +13,7 @@ pub mod context;
 mod error;
 pub mod gc;
 pub mod index;
+pub mod remote;
 pub mod root;
 mod scratch;
 pub mod snapshot;
