@@ -11,6 +11,7 @@ use std::io;
 use oci_spec::image::{Descriptor, ImageManifestBuilder, MediaType};
 use serde::{Deserialize, Serialize};
 
+use super::decode::{decode_config_diff_ids, decode_docker_manifest};
 use super::members::{Members, read_limited};
 use super::{ArchiveError, LoadedImage, json_err, parse_name};
 use crate::layer::Compression;
@@ -34,25 +35,13 @@ fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, 
     Ok(Option::<Vec<String>>::deserialize(d)?.unwrap_or_default())
 }
 
-/// The part of an image config this module reads.
-#[derive(Deserialize)]
-struct ConfigRootFs {
-    rootfs: RootFs,
-}
-
-#[derive(Deserialize)]
-struct RootFs {
-    diff_ids: Vec<Digest>,
-}
-
 /// Checks every image `manifest.json` lists and writes a manifest for each.
 pub fn load<S>(members: &Members, store: &S) -> Result<Vec<LoadedImage>, ArchiveError>
 where
     S: BlobRead + BlobWrite + ?Sized,
 {
     let bytes = members.bytes("manifest.json", store)?;
-    let entries: Vec<DockerManifestEntry> =
-        serde_json::from_slice(&bytes).map_err(json_err("manifest.json"))?;
+    let entries = decode_docker_manifest(&bytes).map_err(json_err("manifest.json"))?;
     entries
         .iter()
         .enumerate()
@@ -76,9 +65,7 @@ where
         .collect::<Result<Vec<_>, _>>()?;
     let config = members.blob(&entry.config, store)?;
     let config_bytes = read_limited(store, &config, &entry.config)?;
-    let rootfs: ConfigRootFs =
-        serde_json::from_slice(&config_bytes).map_err(json_err(&entry.config))?;
-    let diff_ids = rootfs.rootfs.diff_ids;
+    let diff_ids = decode_config_diff_ids(&config_bytes).map_err(json_err(&entry.config))?;
     if diff_ids.len() != entry.layers.len() {
         return Err(ArchiveError::LayerCount {
             what: what.to_owned(),

@@ -16,6 +16,7 @@
 //!   Docker 20.10's `<id>/layer.tar` (uncompressed, or compressed by other tools) and
 //!   its symlinks between layer directories; kiln writes an OCI manifest for these.
 
+pub mod decode;
 mod docker;
 mod members;
 mod oci;

@@ -10,8 +10,9 @@
 
 use std::collections::BTreeMap;
 
-use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
+use oci_spec::image::Descriptor;
 
+use super::decode::{decode_index, decode_manifest};
 use super::members::{Members, read_limited};
 use super::{
     ANNOTATION_IMAGE_NAME, ArchiveError, LoadedImage, descriptor_digest, json_err, parse_name,
@@ -25,7 +26,7 @@ where
     S: BlobRead + BlobWrite + ?Sized,
 {
     let bytes = members.bytes("index.json", store)?;
-    let index: ImageIndex = serde_json::from_slice(&bytes).map_err(json_err("index.json"))?;
+    let index = decode_index(&bytes).map_err(json_err("index.json"))?;
     let host = Platform::host();
     let mut by_manifest: BTreeMap<Digest, LoadedImage> = BTreeMap::new();
     for (i, entry) in index.manifests().iter().enumerate() {
@@ -72,8 +73,7 @@ where
         Kind::Manifest(_) => {
             let what = format!("{what}: manifest {digest}");
             let bytes = read_limited(store, &digest, &what)?;
-            let manifest: ImageManifest =
-                serde_json::from_slice(&bytes).map_err(json_err(&what))?;
+            let manifest = decode_manifest(&bytes).map_err(json_err(&what))?;
             let config = check_blob(store, manifest.config(), &what)?;
             for layer in manifest.layers() {
                 check_blob(store, layer, &what)?;
@@ -87,7 +87,7 @@ where
         Kind::Index(_) if may_be_index => {
             let what = format!("{what}: index {digest}");
             let bytes = read_limited(store, &digest, &what)?;
-            let index: ImageIndex = serde_json::from_slice(&bytes).map_err(json_err(&what))?;
+            let index = decode_index(&bytes).map_err(json_err(&what))?;
             let chosen = index
                 .manifests()
                 .iter()
