@@ -292,6 +292,101 @@ pub fn only_image_chain(
         .collect()
 }
 
+/// The cache an image carries in its config (`--cache-to type=inline`): records for
+/// the image's own layer chain, which is all an inline cache can hold.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InlineCache {
+    /// Format version, 1.
+    pub version: u32,
+    /// When each of the image's layers was made, bottom first.
+    pub created: Vec<i64>,
+    /// The records.
+    pub records: Vec<InlineRecord>,
+}
+
+/// One record of an inline cache.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InlineRecord {
+    /// The cache key.
+    pub key: Digest,
+    /// How many of the image's layers, from the bottom, the result is.
+    pub layers: usize,
+    /// When the record was made.
+    pub created: i64,
+}
+
+/// The inline cache for an image whose layers are `image`: the records among `records`
+/// whose chains are part of it.
+pub fn encode_inline(records: Vec<(Digest, CacheRecord)>, image: &[LayerRecord]) -> InlineCache {
+    let mut seen = HashMap::new();
+    let records = only_image_chain(records, image)
+        .into_iter()
+        .filter(|(key, _)| seen.insert(key.clone(), ()).is_none())
+        .map(|(key, record)| InlineRecord {
+            key,
+            layers: record.layers.len(),
+            created: record.created,
+        })
+        .collect();
+    InlineCache {
+        version: 1,
+        created: image.iter().map(|l| l.created).collect(),
+        records,
+    }
+}
+
+/// The records of an inline cache, over the image's layers as its manifest and config
+/// list them (`created` is filled in from the cache).
+pub fn decode_inline(
+    value: &serde_json::Value,
+    mut image: Vec<LayerRecord>,
+    place: &str,
+) -> Result<Vec<(Digest, CacheRecord)>, RemoteCacheError> {
+    let malformed = |reason: String| RemoteCacheError::Malformed {
+        place: place.to_owned(),
+        reason,
+    };
+    let cache: InlineCache = serde_json::from_value(value.clone())
+        .map_err(|e| malformed(format!("inline cache: {e}")))?;
+    if cache.version != 1 {
+        return Err(malformed(format!(
+            "inline cache version {} (this kiln reads version 1)",
+            cache.version
+        )));
+    }
+    if cache.created.len() != image.len() {
+        return Err(malformed(format!(
+            "inline cache dates {} layers but the image has {}",
+            cache.created.len(),
+            image.len()
+        )));
+    }
+    for (layer, created) in image.iter_mut().zip(&cache.created) {
+        layer.created = *created;
+    }
+    cache
+        .records
+        .into_iter()
+        .map(|r| {
+            let chain = image.get(..r.layers).ok_or_else(|| {
+                malformed(format!(
+                    "record {} names {} layers of {}",
+                    r.key,
+                    r.layers,
+                    image.len()
+                ))
+            })?;
+            Ok((
+                r.key,
+                CacheRecord {
+                    layers: chain.to_vec(),
+                    created: r.created,
+                },
+            ))
+        })
+        .collect()
+}
+
 /// An OCI image layout directory holding caches (`type=local`).
 #[derive(Clone, Debug)]
 pub struct Layout {
@@ -587,6 +682,37 @@ mod tests {
             .map(|(k, _)| k)
             .collect();
         assert_eq!(kept, vec![key(1), key(2), key(3), key(6)]);
+    }
+
+    #[test]
+    fn inline_round_trip() {
+        let image = record(&[1, 2, 3]).layers;
+        let records = vec![
+            (key(1), record(&[1])),
+            (key(2), record(&[1, 2])),
+            (key(4), record(&[1, 5])),
+            (key(3), record(&[1, 2, 3])),
+        ];
+        let inline = encode_inline(records.clone(), &image);
+        assert_eq!(inline.records.len(), 3);
+        let value = serde_json::to_value(&inline).unwrap();
+        let mut undated = image.clone();
+        for l in &mut undated {
+            l.created = 0;
+        }
+        let decoded = decode_inline(&value, undated.clone(), "img").unwrap();
+        let expected: Vec<_> = records.into_iter().filter(|(k, _)| *k != key(4)).collect();
+        assert_eq!(decoded, expected);
+        let err = decode_inline(&value, undated[..2].to_vec(), "img").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("dates 3 layers but the image has 2"),
+            "{err}"
+        );
+        let mut bad = inline.clone();
+        bad.records[0].layers = 7;
+        let err = decode_inline(&serde_json::to_value(&bad).unwrap(), undated, "img").unwrap_err();
+        assert!(err.to_string().contains("names 7 layers of 3"), "{err}");
     }
 
     struct Blobs(HashMap<Digest, Vec<u8>>);

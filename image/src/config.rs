@@ -36,6 +36,15 @@ pub struct ImageConfig {
     /// One entry per instruction that made the image, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<History>,
+    /// Cache records for the image's own layers, written by `--cache-to type=inline`
+    /// (the format is kiln-cache's; see `docs/remote-cache.md`). Never inherited by
+    /// images built on this one.
+    #[serde(
+        rename = "kiln.cache.v1",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub inline_cache: Option<serde_json::Value>,
 }
 
 impl ImageConfig {
