@@ -164,6 +164,11 @@ impl ContentStore {
         scratch::sweep(&self.ingest, dry_run)
     }
 
+    /// Where blobs being written are.
+    pub(crate) fn ingest_dir(&self) -> &Path {
+        &self.ingest
+    }
+
     fn absent_or(&self, d: &Digest, op: &'static str, path: &Path, e: io::Error) -> CacheError {
         if e.kind() == io::ErrorKind::NotFound {
             CacheError::BlobNotFound(d.clone())

@@ -93,6 +93,9 @@ pub enum CacheError {
     /// directory, not a snapshot.
     #[error("a snapshot needs at least one layer")]
     NoLayers,
+    /// The cache index failed.
+    #[error(transparent)]
+    Index(#[from] crate::index::IndexError),
     /// A layer could not be unpacked into a snapshot.
     #[error("cannot unpack layer {blob} into snapshot {chain_id}")]
     Unpack {
@@ -134,6 +137,7 @@ impl From<CacheError> for io::Error {
             CacheError::UnsupportedLayout { .. } => io::ErrorKind::Unsupported,
             CacheError::CrossDevice { .. } => io::ErrorKind::CrossesDevices,
             CacheError::NoLayers => io::ErrorKind::InvalidInput,
+            CacheError::Index(_) => io::ErrorKind::Other,
         };
         io::Error::new(kind, err)
     }

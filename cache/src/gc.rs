@@ -145,6 +145,8 @@ pub(crate) fn collect(
         scratch: sweep(store, false)?,
         ..GcReport::default()
     };
+    // Nobody else has the store open, so nobody holds or waits for a step lock.
+    store.step_locks()?.clear(false)?;
     let plan = plan(store, roots)?;
     let overlay = store.snapshotter(SnapshotMode::Overlay)?;
     let mut total = plan.blobs.bytes + plan.snapshots.bytes;
@@ -224,7 +226,7 @@ pub(crate) fn disk_usage(store: &Store, roots: &GcRoots) -> Result<DiskUsage, Ca
 }
 
 /// Abandoned ingest files, snapshot scratch, and broken snapshot directories.
-fn sweep(store: &Store, dry_run: bool) -> Result<Swept, CacheError> {
+pub(crate) fn sweep(store: &Store, dry_run: bool) -> Result<Swept, CacheError> {
     let mut swept = store.content().sweep_ingest(dry_run)?;
     for mode in SnapshotMode::ALL {
         let snapshotter = store.snapshotter(mode)?;

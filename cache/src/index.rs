@@ -134,6 +134,11 @@ impl CacheIndex {
     /// Removes the records of `keys`; absent keys are ignored.
     pub fn remove<'a>(&self, keys: impl IntoIterator<Item = &'a Digest>) -> Result<(), IndexError> {
         let keys: Vec<String> = keys.into_iter().map(Digest::to_string).collect();
+        self.remove_raw(&keys)
+    }
+
+    /// Removes records by their keys as stored, which need not be digests.
+    pub(crate) fn remove_raw(&self, keys: &[String]) -> Result<(), IndexError> {
         if keys.is_empty() || !self.path.exists() {
             return Ok(());
         }
@@ -141,7 +146,7 @@ impl CacheIndex {
             let txn = db.begin_write()?;
             {
                 let mut table = txn.open_table(RECORDS)?;
-                for key in &keys {
+                for key in keys {
                     table.remove(key.as_str())?;
                 }
             }
@@ -152,10 +157,25 @@ impl CacheIndex {
 
     /// Every record, for garbage collection (records keep their layers alive).
     pub fn all(&self) -> Result<Vec<(Digest, CacheRecord)>, IndexError> {
+        let raw = self.raw()?;
+        let mut records = Vec::with_capacity(raw.len());
+        for (key, bytes) in raw {
+            // Keys were written from digests; one that does not parse is skipped
+            // rather than failing every GC run.
+            let Ok(digest) = key.parse::<Digest>() else {
+                continue;
+            };
+            records.push((digest, self.decode(&key, &bytes)?));
+        }
+        Ok(records)
+    }
+
+    /// Every record as stored: key text and undecoded value.
+    pub(crate) fn raw(&self) -> Result<Vec<(String, Vec<u8>)>, IndexError> {
         if !self.path.exists() {
             return Ok(Vec::new());
         }
-        let raw = self.with_db(|db| {
+        self.with_db(|db| {
             let txn = db.begin_read()?;
             let table = match txn.open_table(RECORDS) {
                 Ok(table) => table,
@@ -168,17 +188,7 @@ impl CacheIndex {
                 out.push((k.value().to_owned(), v.value().to_vec()));
             }
             Ok(out)
-        })?;
-        let mut records = Vec::with_capacity(raw.len());
-        for (key, bytes) in raw {
-            // Keys were written from digests; one that does not parse is skipped
-            // rather than failing every GC run.
-            let Ok(digest) = key.parse::<Digest>() else {
-                continue;
-            };
-            records.push((digest, self.decode(&key, &bytes)?));
-        }
-        Ok(records)
+        })
     }
 
     fn decode(&self, key: &str, bytes: &[u8]) -> Result<CacheRecord, IndexError> {

@@ -8,21 +8,25 @@
 #![deny(missing_docs)]
 
 pub mod chain;
+pub mod check;
 pub mod content;
 pub mod context;
 mod error;
 pub mod gc;
 pub mod index;
+pub mod lock;
 pub mod remote;
 pub mod root;
 mod scratch;
 pub mod snapshot;
 
 pub use chain::ChainId;
+pub use check::{CheckReport, Finding, Problem};
 pub use content::{BlobInfo, BlobWriter, ContentStore};
 pub use error::CacheError;
 pub use gc::{DiskUsage, GcOptions, GcReport, GcRoots};
 pub use index::{CacheIndex, CacheRecord, IndexError, LayerRecord};
+pub use lock::{StepLock, StepLocks};
 pub use root::{ExclusiveStore, Store};
 pub use scratch::Swept;
-pub use snapshot::{LayerRef, ScratchDir, SnapshotInfo, SnapshotMode, Snapshotter};
+pub use snapshot::{LayerRef, ScratchDir, SnapshotDamage, SnapshotInfo, SnapshotMode, Snapshotter};

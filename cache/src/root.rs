@@ -12,7 +12,9 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use crate::check::{self, CheckReport};
 use crate::gc::{self, DiskUsage, GcOptions, GcReport, GcRoots};
+use crate::lock::{STEP_LOCKS_DIR, StepLocks};
 use crate::scratch;
 use crate::snapshot::{SnapshotMode, Snapshotter};
 use crate::{CacheError, CacheIndex, ContentStore};
@@ -47,6 +49,11 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating if needed) the store at `root`, waiting while a collection runs.
+    ///
+    /// A process that finds the store unused removes what killed processes left in the
+    /// scratch areas before it starts, so a crash leaves nothing behind for longer than
+    /// until the next command. That sweep is housekeeping: if it fails, the store still
+    /// opens, and `kiln prune` or `kiln store check` report what is left.
     pub fn open(root: &Path) -> Result<Store, CacheError> {
         fs::create_dir_all(root).map_err(CacheError::io("create", root))?;
         let lock_path = root.join(LOCK_FILE);
@@ -57,8 +64,33 @@ impl Store {
             .truncate(false)
             .open(&lock_path)
             .map_err(CacheError::io("open", &lock_path))?;
-        lock.lock_shared()
-            .map_err(CacheError::io("lock", &lock_path))?;
+        let alone = match lock.try_lock() {
+            Ok(()) => true,
+            Err(std::fs::TryLockError::WouldBlock) => {
+                lock.lock_shared()
+                    .map_err(CacheError::io("lock", &lock_path))?;
+                false
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(CacheError::io("lock", &lock_path)(e));
+            }
+        };
+        let opened = Store::open_locked(root, lock);
+        let store = match opened {
+            Ok(store) if alone => {
+                let _ = gc::sweep(&store, false);
+                store
+                    .lock
+                    .lock_shared()
+                    .map_err(CacheError::io("lock", &lock_path))?;
+                store
+            }
+            other => other?,
+        };
+        Ok(store)
+    }
+
+    fn open_locked(root: &Path, lock: File) -> Result<Store, CacheError> {
         check_layout(root)?;
         let content = ContentStore::open(&root.join(CONTENT_DIR))?;
         for mode in SnapshotMode::ALL {
@@ -89,6 +121,17 @@ impl Store {
     /// The snapshots of one layout.
     pub fn snapshotter(&self, mode: SnapshotMode) -> Result<Snapshotter, CacheError> {
         Snapshotter::open(&self.root.join(SNAPSHOTS_DIR), mode)
+    }
+
+    /// The locks that let one process at a time execute a step; see [`crate::lock`].
+    pub fn step_locks(&self) -> Result<StepLocks, CacheError> {
+        StepLocks::open(&self.root.join(STEP_LOCKS_DIR))
+    }
+
+    /// Verifies everything the store holds and reports what is damaged; see
+    /// [`crate::check`]. Read-only: repairing needs [`ExclusiveStore::repair`].
+    pub fn check(&self) -> Result<CheckReport, CacheError> {
+        check::run(self, false)
     }
 
     /// Sizes of blobs and snapshots, and what a collection would free; see the
@@ -128,6 +171,13 @@ impl ExclusiveStore {
     /// is kept.
     pub fn gc(&self, roots: &GcRoots, options: &GcOptions) -> Result<GcReport, CacheError> {
         gc::collect(&self.store, roots, options)
+    }
+
+    /// Verifies the store like [`Store::check`] and removes what is damaged: corrupt
+    /// blobs, incomplete snapshots, cache records that lost their blobs. Images are only
+    /// reported; see [`crate::check`].
+    pub fn repair(&self) -> Result<CheckReport, CacheError> {
+        check::run(&self.store, true)
     }
 
     /// Goes back to sharing the store with other processes.

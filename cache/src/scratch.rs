@@ -38,6 +38,15 @@ pub struct Swept {
 /// Finds the abandoned entries directly under `dir` and, unless `dry_run`, removes them.
 /// Entries that vanish while being looked at were finished or removed by their owner.
 pub(crate) fn sweep(dir: &Path, dry_run: bool) -> Result<Swept, CacheError> {
+    sweep_with(dir, dry_run, |_, _| {})
+}
+
+/// [`sweep`], telling `found` each abandoned entry and its size.
+pub(crate) fn sweep_with(
+    dir: &Path,
+    dry_run: bool,
+    mut found: impl FnMut(&Path, u64),
+) -> Result<Swept, CacheError> {
     let mut swept = Swept::default();
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -56,7 +65,14 @@ pub(crate) fn sweep(dir: &Path, dry_run: bool) -> Result<Swept, CacheError> {
             Err(std::fs::TryLockError::WouldBlock) => continue,
             Err(std::fs::TryLockError::Error(e)) => return Err(CacheError::io("lock", &path)(e)),
         }
+        // A process killed while it had a view of a step mounted here left the mount:
+        // take it off before measuring or removing, so neither reaches into the layers
+        // below it.
+        if !dry_run {
+            unmount_under(&path)?;
+        }
         let bytes = disk_usage(&path)?;
+        found(&path, bytes);
         if !dry_run {
             remove_any(&path)?;
         }
@@ -64,6 +80,54 @@ pub(crate) fn sweep(dir: &Path, dry_run: bool) -> Result<Swept, CacheError> {
         swept.bytes += bytes;
     }
     Ok(swept)
+}
+
+/// Detaches every mount at or below `path`, deepest first.
+pub(crate) fn unmount_under(path: &Path) -> Result<(), CacheError> {
+    const MOUNTINFO: &str = "/proc/self/mountinfo";
+    let table = match fs::read_to_string(MOUNTINFO) {
+        Ok(table) => table,
+        // No procfs: nothing can be known to be mounted here.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(CacheError::io("read", MOUNTINFO)(e)),
+    };
+    let mut targets: Vec<std::path::PathBuf> = mount_points(&table)
+        .filter(|target| target.starts_with(path))
+        .collect();
+    // Longest first: a mount inside another comes off before the outer one.
+    targets.sort_by_key(|t| std::cmp::Reverse(t.as_os_str().len()));
+    for target in targets {
+        match rustix::mount::unmount(&target, rustix::mount::UnmountFlags::DETACH) {
+            Ok(()) | Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => return Err(CacheError::io("unmount", &target)(e.into())),
+        }
+    }
+    Ok(())
+}
+
+/// The mount points of a `/proc/self/mountinfo` table (the fifth field, with the
+/// kernel's octal escapes of space, tab, newline and backslash undone).
+fn mount_points(table: &str) -> impl Iterator<Item = std::path::PathBuf> + '_ {
+    use std::os::unix::ffi::OsStringExt;
+    table.lines().filter_map(|line| {
+        let field = line.split(' ').nth(4)?;
+        let raw = field.as_bytes();
+        let mut out = Vec::with_capacity(raw.len());
+        let mut i = 0;
+        while i < raw.len() {
+            if raw[i] == b'\\'
+                && let Some(octal) = raw.get(i + 1..i + 4)
+                && let Ok(code) = u8::from_str_radix(std::str::from_utf8(octal).ok()?, 8)
+            {
+                out.push(code);
+                i += 4;
+            } else {
+                out.push(raw[i]);
+                i += 1;
+            }
+        }
+        Some(std::ffi::OsString::from_vec(out).into())
+    })
 }
 
 /// Removes a file or a whole directory tree; absence is not an error.
@@ -144,6 +208,20 @@ mod tests {
         assert_eq!(
             sweep(&dir.path().join("absent"), false).unwrap(),
             Swept::default()
+        );
+    }
+
+    #[test]
+    fn mount_points_are_unescaped() {
+        let table = "36 35 98:0 /mnt1 /mnt/a\\040b rw,noatime master:1 - ext3 /dev/root rw\n\
+                     37 35 0:5 / /proc rw - proc proc rw\n";
+        let points: Vec<_> = mount_points(table).collect();
+        assert_eq!(
+            points,
+            [
+                std::path::PathBuf::from("/mnt/a b"),
+                std::path::PathBuf::from("/proc")
+            ]
         );
     }
 

@@ -161,7 +161,7 @@ impl Snapshotter {
     pub fn get(&self, chain_id: &ChainId) -> Result<Option<SnapshotInfo>, CacheError> {
         match self.read(&self.dir_of(chain_id))? {
             Entry::Valid(info) => Ok(Some(info)),
-            Entry::Absent | Entry::Broken => Ok(None),
+            Entry::Absent | Entry::Broken(_) => Ok(None),
         }
     }
 
@@ -172,7 +172,7 @@ impl Snapshotter {
             .into_iter()
             .filter_map(|(_, entry)| match entry {
                 Entry::Valid(info) => Some(info),
-                Entry::Absent | Entry::Broken => None,
+                Entry::Absent | Entry::Broken(_) => None,
             })
             .collect())
     }
@@ -182,7 +182,8 @@ impl Snapshotter {
     /// that is one snapshot per missing prefix, each built on its parent; for copy, one
     /// tree with every layer applied in order. A layer whose unpacked tar does not hash
     /// to its diff ID fails the call, and no snapshot holding it is committed. The
-    /// snapshots and blobs used are marked used.
+    /// snapshots and blobs used are marked used. An overlay snapshot whose ancestor is
+    /// missing gets that ancestor rebuilt.
     pub fn prepare(
         &self,
         content: &ContentStore,
@@ -193,30 +194,31 @@ impl Snapshotter {
             .last()
             .zip(layers.last())
             .ok_or(CacheError::NoLayers)?;
-        if self.get(top)?.is_none() {
-            match self.mode {
-                SnapshotMode::Overlay => {
-                    let mut parent = None;
-                    for (layer, id) in layers.iter().zip(&chain) {
-                        if self.get(id)?.is_some() {
-                            self.mark_used(id)?;
-                        } else {
-                            let staging = self.scratch()?;
-                            self.unpack(content, &staging, layer, id, WhiteoutMode::Overlay)?;
-                            self.install(staging, parent, &layer.diff_id)?;
-                        }
-                        parent = Some(id);
+        match self.mode {
+            // Every prefix is looked at, not only the top: a snapshot whose ancestor
+            // was lost (removed by hand, damaged) cannot be mounted until it is rebuilt.
+            SnapshotMode::Overlay => {
+                let mut parent = None;
+                for (layer, id) in layers.iter().zip(&chain) {
+                    if self.get(id)?.is_some() {
+                        self.mark_used(id)?;
+                    } else {
+                        let staging = self.scratch()?;
+                        self.unpack(content, &staging, layer, id, WhiteoutMode::Overlay)?;
+                        self.install(staging, parent, &layer.diff_id)?;
                     }
-                }
-                SnapshotMode::Copy => {
-                    let staging = self.scratch()?;
-                    for layer in layers {
-                        self.unpack(content, &staging, layer, top, WhiteoutMode::Remove)?;
-                    }
-                    let parent = chain.len().checked_sub(2).map(|p| &chain[p]);
-                    self.install(staging, parent, &top_layer.diff_id)?;
+                    parent = Some(id);
                 }
             }
+            SnapshotMode::Copy if self.get(top)?.is_none() => {
+                let staging = self.scratch()?;
+                for layer in layers {
+                    self.unpack(content, &staging, layer, top, WhiteoutMode::Remove)?;
+                }
+                let parent = chain.len().checked_sub(2).map(|p| &chain[p]);
+                self.install(staging, parent, &top_layer.diff_id)?;
+            }
+            SnapshotMode::Copy => {}
         }
         self.mark_used(top)?;
         self.get(top)?
@@ -286,11 +288,31 @@ impl Snapshotter {
         let dir = self.dir_of(chain_id);
         let size = match self.read(&dir)? {
             Entry::Valid(info) => info.size,
-            Entry::Broken => scratch::disk_usage(&dir)?,
+            Entry::Broken(_) => scratch::disk_usage(&dir)?,
             Entry::Absent => return Err(CacheError::SnapshotNotFound(chain_id.clone())),
         };
         self.discard(&dir)?;
         Ok(size)
+    }
+
+    /// Every directory in this mode's folder: the snapshot it holds, or why it is not
+    /// one.
+    pub(crate) fn inspect(&self) -> Result<Vec<(PathBuf, Inspected)>, CacheError> {
+        Ok(self
+            .entries()?
+            .into_iter()
+            .filter_map(|(dir, entry)| match entry {
+                Entry::Valid(info) => Some((dir, Ok(info))),
+                Entry::Broken(damage) => Some((dir, Err(damage))),
+                Entry::Absent => None,
+            })
+            .collect())
+    }
+
+    /// Removes a directory of this mode's folder, whatever it holds (the way
+    /// [`Snapshotter::remove`] does: moved into scratch first).
+    pub(crate) fn remove_dir(&self, dir: &Path) -> Result<(), CacheError> {
+        self.discard(dir)
     }
 
     /// Removes mode directory entries that are not valid snapshots (a missing or
@@ -298,7 +320,7 @@ impl Snapshotter {
     pub(crate) fn remove_broken(&self, dry_run: bool) -> Result<Swept, CacheError> {
         let mut swept = Swept::default();
         for (dir, entry) in self.entries()? {
-            if matches!(entry, Entry::Broken) {
+            if matches!(entry, Entry::Broken(_)) {
                 swept.entries += 1;
                 swept.bytes += scratch::disk_usage(&dir)?;
                 if !dry_run {
@@ -311,7 +333,12 @@ impl Snapshotter {
 
     /// Finds (and unless `dry_run`, removes) scratch directories of dead processes.
     pub(crate) fn sweep_scratch(&self, dry_run: bool) -> Result<Swept, CacheError> {
-        scratch::sweep(&self.root.join(SCRATCH), dry_run)
+        scratch::sweep(&self.scratch_dir(), dry_run)
+    }
+
+    /// The scratch area (shared by both modes).
+    pub(crate) fn scratch_dir(&self) -> PathBuf {
+        self.root.join(SCRATCH)
     }
 
     /// Applies one layer blob onto `staging/fs` and checks its diff ID.
@@ -389,7 +416,7 @@ impl Snapshotter {
                             return Ok(info);
                         }
                         // Not a snapshot (made by hand or damaged): move it aside and retry.
-                        Entry::Broken => self.discard(&target)?,
+                        Entry::Broken(_) => self.discard(&target)?,
                         Entry::Absent => {}
                     }
                 }
@@ -444,7 +471,7 @@ impl Snapshotter {
                 Ok(read) => read,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     return Ok(if dir.exists() {
-                        Entry::Broken
+                        Entry::Broken(SnapshotDamage::NoMetadata)
                     } else {
                         Entry::Absent
                     });
@@ -452,10 +479,21 @@ impl Snapshotter {
                 Err(e) => return Err(CacheError::io("read", &meta_path)(e)),
             };
         let Ok(meta) = serde_json::from_slice::<Meta>(&bytes) else {
-            return Ok(Entry::Broken);
+            return Ok(Entry::Broken(SnapshotDamage::BadMetadata));
         };
-        if dir.file_name().and_then(|n| n.to_str()) != Some(meta.chain_id.digest().hex()) {
-            return Ok(Entry::Broken);
+        if dir.file_name().and_then(|n| n.to_str()) != Some(meta.chain_id.digest().hex())
+            || ChainId::of(meta.parent.as_ref(), &meta.diff_id) != meta.chain_id
+        {
+            return Ok(Entry::Broken(SnapshotDamage::WrongName));
+        }
+        let fs_dir = dir.join(FS);
+        match fs::symlink_metadata(&fs_dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Ok(Entry::Broken(SnapshotDamage::NoTree)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Ok(Entry::Broken(SnapshotDamage::NoTree));
+            }
+            Err(e) => return Err(CacheError::io("stat", &fs_dir)(e)),
         }
         Ok(Entry::Valid(SnapshotInfo {
             chain_id: meta.chain_id,
@@ -466,7 +504,7 @@ impl Snapshotter {
             last_used: stat
                 .modified()
                 .map_err(CacheError::io("stat", &meta_path))?,
-            fs: dir.join(FS),
+            fs: fs_dir,
         }))
     }
 
@@ -482,7 +520,37 @@ impl Snapshotter {
 /// What is at a snapshot's place on disk.
 enum Entry {
     Absent,
-    /// Something that is not a snapshot: no or unreadable metadata, or a wrong name.
-    Broken,
+    /// Something that is not a complete snapshot.
+    Broken(SnapshotDamage),
     Valid(SnapshotInfo),
+}
+
+/// A directory of a snapshot folder: the snapshot, or why it is not one.
+pub(crate) type Inspected = Result<SnapshotInfo, SnapshotDamage>;
+
+/// Why a directory in a snapshot folder is not a usable snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotDamage {
+    /// It has no `meta.json`.
+    NoMetadata,
+    /// Its `meta.json` is not valid snapshot metadata.
+    BadMetadata,
+    /// Its name is not the chain ID its metadata gives, or that chain ID does not
+    /// follow from the recorded parent and diff ID.
+    WrongName,
+    /// It has no `fs/` directory.
+    NoTree,
+}
+
+impl std::fmt::Display for SnapshotDamage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SnapshotDamage::NoMetadata => "it has no meta.json",
+            SnapshotDamage::BadMetadata => "its meta.json cannot be parsed",
+            SnapshotDamage::WrongName => {
+                "its name does not match the chain ID of its parent and diff ID"
+            }
+            SnapshotDamage::NoTree => "it has no fs/ directory",
+        })
+    }
 }

@@ -307,6 +307,8 @@ fn crash_leftovers_are_ignored_then_swept() {
         w.write_all(b"in flight").unwrap();
         live_writer = w;
     }
+    // Another process using the store: opening it then leaves the leftovers alone.
+    let busy = Store::open(ctx.path()).unwrap();
     // What a killed process leaves: temp blobs, a half-unpacked snapshot, a snapshot
     // directory without its metadata.
     fs::write(ctx.join("content-v1/ingest/blob-dead1"), vec![0u8; 5000]).unwrap();
@@ -344,6 +346,7 @@ fn crash_leftovers_are_ignored_then_swept() {
         .unwrap();
     assert_eq!(rebuilt.chain_id, broken);
     drop(scratch);
+    drop(busy);
 
     let roots = GcRoots {
         tagged: vec![image_layer.clone()],
