@@ -51,9 +51,10 @@ impl Store {
     /// Opens (creating if needed) the store at `root`, waiting while a collection runs.
     ///
     /// A process that finds the store unused removes what killed processes left in the
-    /// scratch areas before it starts, so a crash leaves nothing behind for longer than
-    /// until the next command. That sweep is housekeeping: if it fails, the store still
-    /// opens, and `kiln prune` or `kiln store check` report what is left.
+    /// scratch areas before it starts (and again when it drops the store), so a crash
+    /// leaves nothing behind for longer than until the next command. That sweep is
+    /// housekeeping: if it fails, the store still opens, and `kiln prune` or
+    /// `kiln store check` report what is left.
     pub fn open(root: &Path) -> Result<Store, CacheError> {
         fs::create_dir_all(root).map_err(CacheError::io("create", root))?;
         let lock_path = root.join(LOCK_FILE);
@@ -152,6 +153,18 @@ impl Store {
             .lock()
             .map_err(CacheError::io("lock", self.root.join(LOCK_FILE)))?;
         Ok(ExclusiveStore { store: self })
+    }
+}
+
+impl Drop for Store {
+    /// A process leaving a store nobody else uses sweeps it once more: scratch that a
+    /// killed process's container still stood on when this one opened the store is
+    /// free by now, once this process's runtime cleanup has taken that container away.
+    fn drop(&mut self) {
+        // A failed attempt gives up the shared lock too, which is fine on the way out.
+        if self.lock.try_lock().is_ok() {
+            let _ = gc::sweep(self, false);
+        }
     }
 }
 

@@ -8,7 +8,7 @@
 //! for a dead one.
 
 use std::fs::{self, File};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::CacheError;
 
@@ -42,6 +42,13 @@ pub(crate) fn sweep(dir: &Path, dry_run: bool) -> Result<Swept, CacheError> {
 }
 
 /// [`sweep`], telling `found` each abandoned entry and its size.
+///
+/// An abandoned directory that a mount elsewhere still stacks (an overlay upper, work or
+/// lower dir: the root of a container a killed process left running) is not touched:
+/// removing it would pull files from under that container. The runtime's own cleanup
+/// takes the container and its mount away; the next sweep then removes the directory.
+/// Mounts *inside* an abandoned directory (views of a step a killed process had
+/// mounted there) are detached first, so removal never reaches through them.
 pub(crate) fn sweep_with(
     dir: &Path,
     dry_run: bool,
@@ -53,6 +60,7 @@ pub(crate) fn sweep_with(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(swept),
         Err(e) => return Err(CacheError::io("list", dir)(e)),
     };
+    let mut mounts = None;
     for entry in entries {
         let path = entry.map_err(CacheError::io("list", dir))?.path();
         let handle = match File::open(&path) {
@@ -65,11 +73,15 @@ pub(crate) fn sweep_with(
             Err(std::fs::TryLockError::WouldBlock) => continue,
             Err(std::fs::TryLockError::Error(e)) => return Err(CacheError::io("lock", &path)(e)),
         }
-        // A process killed while it had a view of a step mounted here left the mount:
-        // take it off before measuring or removing, so neither reaches into the layers
-        // below it.
+        let table = match &mounts {
+            Some(table) => table,
+            None => mounts.insert(MountTable::read()?),
+        };
+        if table.stacks_from(&path) {
+            continue;
+        }
         if !dry_run {
-            unmount_under(&path)?;
+            table.unmount_under(&path)?;
         }
         let bytes = disk_usage(&path)?;
         found(&path, bytes);
@@ -82,52 +94,109 @@ pub(crate) fn sweep_with(
     Ok(swept)
 }
 
-/// Detaches every mount at or below `path`, deepest first.
-pub(crate) fn unmount_under(path: &Path) -> Result<(), CacheError> {
-    const MOUNTINFO: &str = "/proc/self/mountinfo";
-    let table = match fs::read_to_string(MOUNTINFO) {
-        Ok(table) => table,
-        // No procfs: nothing can be known to be mounted here.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(CacheError::io("read", MOUNTINFO)(e)),
-    };
-    let mut targets: Vec<std::path::PathBuf> = mount_points(&table)
-        .filter(|target| target.starts_with(path))
-        .collect();
-    // Longest first: a mount inside another comes off before the outer one.
-    targets.sort_by_key(|t| std::cmp::Reverse(t.as_os_str().len()));
-    for target in targets {
-        match rustix::mount::unmount(&target, rustix::mount::UnmountFlags::DETACH) {
-            Ok(()) | Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOENT) => {}
-            Err(e) => return Err(CacheError::io("unmount", &target)(e.into())),
-        }
-    }
-    Ok(())
+/// This process's mounts, from `/proc/self/mountinfo`.
+#[derive(Debug, Default)]
+struct MountTable {
+    /// Where each mount is.
+    points: Vec<PathBuf>,
+    /// Each overlay mount's point and the directories it is stacked from (upper, work
+    /// and lower dirs).
+    overlays: Vec<(PathBuf, Vec<PathBuf>)>,
 }
 
-/// The mount points of a `/proc/self/mountinfo` table (the fifth field, with the
-/// kernel's octal escapes of space, tab, newline and backslash undone).
-fn mount_points(table: &str) -> impl Iterator<Item = std::path::PathBuf> + '_ {
+impl MountTable {
+    const MOUNTINFO: &str = "/proc/self/mountinfo";
+
+    fn read() -> Result<MountTable, CacheError> {
+        match fs::read_to_string(Self::MOUNTINFO) {
+            Ok(text) => Ok(MountTable::parse(&text)),
+            // No procfs: nothing can be known to be mounted.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(MountTable::default()),
+            Err(e) => Err(CacheError::io("read", Self::MOUNTINFO)(e)),
+        }
+    }
+
+    /// Reads a table: the mount point is the fifth field; after the ` - ` separator
+    /// come the type, the source and the superblock options, which for overlayfs name
+    /// its directories.
+    fn parse(text: &str) -> MountTable {
+        let mut table = MountTable::default();
+        for line in text.lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let Some(point) = fields.get(4) else {
+                continue;
+            };
+            let point = unescape(point);
+            table.points.push(point.clone());
+            let Some(sep) = fields.iter().position(|f| *f == "-") else {
+                continue;
+            };
+            if fields.get(sep + 1) != Some(&"overlay") {
+                continue;
+            }
+            let options = fields.get(sep + 3).copied().unwrap_or_default();
+            let mut dirs = Vec::new();
+            for option in options.split(',') {
+                let Some((key, value)) = option.split_once('=') else {
+                    continue;
+                };
+                match key {
+                    "upperdir" | "workdir" => dirs.push(unescape(value)),
+                    "lowerdir" => dirs.extend(value.split(':').map(unescape)),
+                    _ => {}
+                }
+            }
+            table.overlays.push((point, dirs));
+        }
+        table
+    }
+
+    /// Whether a mount outside `path` is stacked from a directory inside it.
+    fn stacks_from(&self, path: &Path) -> bool {
+        self.overlays.iter().any(|(point, dirs)| {
+            !point.starts_with(path) && dirs.iter().any(|dir| dir.starts_with(path))
+        })
+    }
+
+    /// Detaches every mount at or below `path`, deepest first.
+    fn unmount_under(&self, path: &Path) -> Result<(), CacheError> {
+        let mut targets: Vec<&PathBuf> =
+            self.points.iter().filter(|p| p.starts_with(path)).collect();
+        targets.sort_by_key(|t| std::cmp::Reverse(t.as_os_str().len()));
+        for target in targets {
+            match rustix::mount::unmount(target, rustix::mount::UnmountFlags::DETACH) {
+                Ok(()) | Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOENT) => {}
+                Err(e) => return Err(CacheError::io("unmount", target)(e.into())),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A path as mountinfo writes it, with the kernel's octal escapes (of space, tab,
+/// newline and backslash) undone.
+fn unescape(field: &str) -> PathBuf {
     use std::os::unix::ffi::OsStringExt;
-    table.lines().filter_map(|line| {
-        let field = line.split(' ').nth(4)?;
-        let raw = field.as_bytes();
-        let mut out = Vec::with_capacity(raw.len());
-        let mut i = 0;
-        while i < raw.len() {
-            if raw[i] == b'\\'
-                && let Some(octal) = raw.get(i + 1..i + 4)
-                && let Ok(code) = u8::from_str_radix(std::str::from_utf8(octal).ok()?, 8)
-            {
+    let raw = field.as_bytes();
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let code = raw
+            .get(i + 1..i + 4)
+            .filter(|_| raw[i] == b'\\')
+            .and_then(|octal| u8::from_str_radix(std::str::from_utf8(octal).ok()?, 8).ok());
+        match code {
+            Some(code) => {
                 out.push(code);
                 i += 4;
-            } else {
+            }
+            None => {
                 out.push(raw[i]);
                 i += 1;
             }
         }
-        Some(std::ffi::OsString::from_vec(out).into())
-    })
+    }
+    std::ffi::OsString::from_vec(out).into()
 }
 
 /// Removes a file or a whole directory tree; absence is not an error.
@@ -212,16 +281,26 @@ mod tests {
     }
 
     #[test]
-    fn mount_points_are_unescaped() {
-        let table = "36 35 98:0 /mnt1 /mnt/a\\040b rw,noatime master:1 - ext3 /dev/root rw\n\
-                     37 35 0:5 / /proc rw - proc proc rw\n";
-        let points: Vec<_> = mount_points(table).collect();
+    fn mount_table_reads_points_and_overlay_dirs() {
+        let text = "36 35 98:0 /mnt1 /mnt/a\\040b rw,noatime master:1 - ext3 /dev/root rw\n\
+                    37 35 0:5 / /proc rw - proc proc rw\n\
+                    40 35 0:50 / /b/rootfs rw shared:9 - overlay overlay rw,lowerdir=/s/2/fs:/s/1/fs,upperdir=/t/snap-x/upper,workdir=/t/snap-x/work\n";
+        let table = MountTable::parse(text);
         assert_eq!(
-            points,
+            table.points,
             [
-                std::path::PathBuf::from("/mnt/a b"),
-                std::path::PathBuf::from("/proc")
+                PathBuf::from("/mnt/a b"),
+                PathBuf::from("/proc"),
+                PathBuf::from("/b/rootfs")
             ]
+        );
+        assert!(table.stacks_from(Path::new("/t/snap-x")));
+        assert!(table.stacks_from(Path::new("/s/1")));
+        assert!(!table.stacks_from(Path::new("/t/snap-y")));
+        assert!(!table.stacks_from(Path::new("/t/snap")));
+        assert!(
+            !table.stacks_from(Path::new("/b")),
+            "a mount inside the directory does not keep it"
         );
     }
 
