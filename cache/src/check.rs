@@ -1127,11 +1127,23 @@ mod tests {
             .scratch_dir()
             .join("snap-dead");
         fs::create_dir(&dead).unwrap();
+        let image_temp = root.join(".tmpAbC123");
+        fs::write(&image_temp, b"{\"version\":1,").unwrap();
+        fs::create_dir(root.join("contexthash-v1")).unwrap();
+        let hash_temp = root.join("contexthash-v1/.tmpXyZ789");
+        fs::write(&hash_temp, b"{").unwrap();
+        let kept = root.join("contexthash-v1/0123.json");
+        fs::write(&kept, b"{}").unwrap();
         // Another process (here, another open) still uses the store: nothing is swept.
         let second = Store::open(&root).unwrap();
-        assert!(dead.exists());
-        drop((store, second));
+        drop(store);
+        assert!(dead.exists() && image_temp.exists() && hash_temp.exists());
+        drop(second);
+        // The last one out swept.
+        assert!(!dead.exists() && !image_temp.exists() && !hash_temp.exists());
+        assert!(kept.exists());
+        fs::create_dir(&dead).unwrap();
         let _store = Store::open(&root).unwrap();
-        assert!(!dead.exists());
+        assert!(!dead.exists(), "the first one in sweeps too");
     }
 }

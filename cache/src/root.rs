@@ -30,6 +30,8 @@ pub const LOCK_FILE: &str = "lock";
 pub const CONTENT_DIR: &str = "content-v1";
 /// The snapshot folder, relative to the root.
 pub const SNAPSHOTS_DIR: &str = "snapshots-v1";
+/// The build context stat caches, relative to the root.
+pub const CONTEXT_HASH_DIR: &str = "contexthash-v1";
 /// The cache index, relative to the root.
 pub const INDEX_FILE: &str = "index-v1.redb";
 
@@ -79,7 +81,7 @@ impl Store {
         let opened = Store::open_locked(root, lock);
         let store = match opened {
             Ok(store) if alone => {
-                let _ = gc::sweep(&store, false);
+                store.sweep_alone();
                 store
                     .lock
                     .lock_shared()
@@ -102,6 +104,27 @@ impl Store {
             lock,
             content,
         })
+    }
+
+    /// Removes what killed processes left: abandoned scratch (see [`gc`]) and the temp
+    /// files of writers that rename into place beside the store (the image store, the
+    /// layout file, the build context's stat caches). Only for a process holding the
+    /// store alone: those writers hold no lock of their own, so a temp file is known to
+    /// be abandoned only when no other process has the store open. Best effort.
+    fn sweep_alone(&self) {
+        let _ = gc::sweep(self, false);
+        for dir in [self.root.clone(), self.root.join(CONTEXT_HASH_DIR)] {
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with(".tmp") || name.starts_with(".kiln-layout-") {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+        }
     }
 
     /// The root directory (other parts of kiln keep their own versioned files here).
@@ -163,7 +186,7 @@ impl Drop for Store {
     fn drop(&mut self) {
         // A failed attempt gives up the shared lock too, which is fine on the way out.
         if self.lock.try_lock().is_ok() {
-            let _ = gc::sweep(self, false);
+            self.sweep_alone();
         }
     }
 }
