@@ -13,6 +13,7 @@ pub mod layer;
 pub mod media_type;
 pub mod platform;
 pub mod reference;
+pub mod registry;
 pub mod store;
 
 pub use blob::{BlobRead, BlobWrite};
@@ -22,4 +23,5 @@ pub use layer::{Compression, LayerDescriptor, LayerError};
 pub use oci_spec;
 pub use platform::{Platform, PlatformError};
 pub use reference::{ImageRef, RefError};
+pub use registry::{RegistryClient, RegistryError};
 pub use store::{ImageStore, StoreError};
