@@ -676,7 +676,9 @@ async fn chunked_push_round_trips() {
         ..options()
     })
     .unwrap();
-    let reference = iref(&format!("{host}/chunked/app:v1"));
+    // Through a proxy that only watches, to count the chunks.
+    let proxy = FaultyProxy::start(&host);
+    let reference = iref(&format!("{}/chunked/app:v1", proxy.host()));
     let recorder = Recorder::default();
     push_image(
         &client,
@@ -687,6 +689,24 @@ async fn chunked_push_round_trips() {
     )
     .await
     .unwrap();
+    let patches: Vec<(u64, u64)> = proxy
+        .seen()
+        .iter()
+        .filter(|s| s.method == "PATCH")
+        .map(|s| {
+            let range = header(&s.head, "content-range").unwrap();
+            let (a, b) = range.split_once('-').unwrap();
+            (a.parse().unwrap(), b.parse().unwrap())
+        })
+        .collect();
+    let expected_chunks: u64 = built
+        .blobs()
+        .iter()
+        .map(|d| store.blob_size(d).unwrap().div_ceil(64 * 1024 + 7))
+        .filter(|&n| n > 1)
+        .sum();
+    assert_eq!(patches.len() as u64, expected_chunks, "{patches:?}");
+    assert!(patches.iter().all(|(a, b)| b - a < 64 * 1024 + 7));
     assert!(
         recorder
             .outcomes()
@@ -696,7 +716,7 @@ async fn chunked_push_round_trips() {
     let out = skopeo(&[
         "inspect",
         "--tls-verify=false",
-        &format!("docker://{reference}"),
+        &format!("docker://{host}/chunked/app:v1"),
     ]);
     let info: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(info["Digest"], built.manifest.to_string());
@@ -1231,9 +1251,10 @@ async fn push_refuses_a_source_that_does_not_match_its_digest() {
 // ---------------------------------------------------------------------------------------
 // A registry that answers nonsense.
 
-type Responder = dyn Fn(&str, &str) -> Vec<u8> + Send + Sync;
+/// Answers a request given its method, path and whole head.
+type Responder = dyn Fn(&str, &str, &str) -> Vec<u8> + Send + Sync;
 
-/// A fake registry on 127.0.0.1 answering each request with `respond(method, path)`.
+/// A fake registry on 127.0.0.1 answering each request with `respond(method, path, head)`.
 fn canned_registry(respond: Arc<Responder>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -1254,7 +1275,7 @@ fn canned_registry(respond: Arc<Responder>) -> String {
                 let mut words = text.split_whitespace();
                 let method = words.next().unwrap_or("").to_owned();
                 let path = words.next().unwrap_or("").to_owned();
-                let _ = conn.write_all(&respond(&method, &path));
+                let _ = conn.write_all(&respond(&method, &path, &text));
                 let _ = conn.shutdown(std::net::Shutdown::Both);
             });
         }
@@ -1288,7 +1309,7 @@ async fn broken_registry_answers_become_clear_errors() {
     let blob_digest = Digest::of(&blob);
     let gm = good_manifest.clone();
     let b = blob.clone();
-    let host = canned_registry(Arc::new(move |method: &str, path: &str| {
+    let host = canned_registry(Arc::new(move |method: &str, path: &str, _head: &str| {
         let oci = (
             "Content-Type",
             "application/vnd.oci.image.manifest.v1+json".to_owned(),
@@ -1494,4 +1515,217 @@ async fn broken_registry_answers_become_clear_errors() {
         ),
         "{err:?}"
     );
+}
+
+/// The value of header `name` in a request head.
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.split("\r\n").find_map(|line| {
+        let (k, v) = line.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// Percent-decodes a query string value.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// The values of query parameter `name` in `path`.
+fn query_values(path: &str, name: &str) -> Vec<String> {
+    let Some((_, query)) = path.split_once('?') else {
+        return Vec::new();
+    };
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| *k == name)
+        .map(|(_, v)| unescape(v))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_tokens_cover_the_scopes_asked_for() {
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": Digest::of(b"{}").to_string(), "size": 2},
+        "layers": [],
+    }))
+    .unwrap();
+    // Token requests seen: (scopes, whether they carried the right basic auth).
+    let token_requests: Arc<Mutex<Vec<(Vec<String>, bool)>>> = Arc::default();
+    let seen = token_requests.clone();
+    let good_basic = format!("Basic {}", base64("u:pw"));
+    let served = manifest.clone();
+    let host = canned_registry(Arc::new(move |method: &str, path: &str, head: &str| {
+        let this = header(head, "host").unwrap_or("").to_owned();
+        let challenge = |scope: &str| {
+            answer(
+                "401 Unauthorized",
+                &[(
+                    "WWW-Authenticate",
+                    format!(r#"Bearer realm="http://{this}/token",service="fake",scope="{scope}""#),
+                )],
+                br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
+            )
+        };
+        if path.starts_with("/token") {
+            let scopes = query_values(path, "scope");
+            assert_eq!(query_values(path, "service"), ["fake"]);
+            let auth = header(head, "authorization");
+            let good = auth == Some(good_basic.as_str());
+            seen.lock().unwrap().push((scopes.clone(), good));
+            if auth.is_some() && !good {
+                return answer(
+                    "401 Unauthorized",
+                    &[],
+                    br#"{"errors":[{"code":"UNAUTHORIZED","message":"bad creds"}]}"#,
+                );
+            }
+            let token = format!("tok:{}", scopes.join(" "));
+            // Anonymous answers use OAuth2's field name, others Docker's.
+            let body = if good {
+                json!({"token": token, "expires_in": 300})
+            } else {
+                json!({"access_token": token})
+            };
+            return answer("200 OK", &[], &serde_json::to_vec(&body).unwrap());
+        }
+        let granted: Vec<String> = header(head, "authorization")
+            .and_then(|a| a.strip_prefix("Bearer tok:"))
+            .map(|t| {
+                t.split(' ')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if path == "/v2/" {
+            return if header(head, "authorization").is_some() {
+                answer("200 OK", &[], b"{}")
+            } else {
+                challenge("")
+            };
+        }
+        let rest = path.trim_start_matches("/v2/");
+        let repo = rest.split('/').next().unwrap_or("");
+        let mut needed = vec![match method {
+            "GET" | "HEAD" => format!("repository:{repo}:pull"),
+            _ => format!("repository:{repo}:pull,push"),
+        }];
+        for from in query_values(path, "from") {
+            needed.push(format!("repository:{from}:pull"));
+        }
+        if !needed.iter().all(|n| granted.contains(n)) {
+            return challenge(&needed.join(" "));
+        }
+        match (method, rest) {
+            ("GET", "a/manifests/t") => answer(
+                "200 OK",
+                &[(
+                    "Content-Type",
+                    "application/vnd.oci.image.manifest.v1+json".to_owned(),
+                )],
+                &served,
+            ),
+            ("HEAD", p) if p.starts_with("b/blobs/") => answer("404 Not Found", &[], b""),
+            ("POST", p) if p.starts_with("b/blobs/uploads/?mount=") => answer(
+                "201 Created",
+                &[("Location", "/v2/b/blobs/sha256:x".to_owned())],
+                b"",
+            ),
+            _ => answer("404 Not Found", &[], b""),
+        }
+    }));
+    let a = iref(&format!("{host}/a:t"));
+    let b = iref(&format!("{host}/b:t"));
+
+    let authed = RegistryClient::new(ClientOptions {
+        credentials: Credentials::basic(&host, "u", "pw"),
+        ..options()
+    })
+    .unwrap();
+    let m = authed.get_manifest(&a).await.unwrap();
+    assert_eq!(m.bytes, manifest);
+    authed.get_manifest(&a).await.unwrap();
+    assert_eq!(
+        *token_requests.lock().unwrap(),
+        [(vec!["repository:a:pull".to_owned()], true)],
+        "one token, cached for the second request"
+    );
+
+    // A mount asks for a token covering the source repository too.
+    let digest = Digest::of(b"layer");
+    let (_d, store) = DirStore::new();
+    let outcome = authed
+        .push_blob(
+            &b,
+            &digest,
+            5,
+            store.clone(),
+            std::slice::from_ref(&a),
+            &NoProgress,
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome, PushOutcome::Mounted);
+    assert!(
+        token_requests.lock().unwrap().contains(&(
+            vec![
+                "repository:b:pull,push".to_owned(),
+                "repository:a:pull".to_owned()
+            ],
+            true
+        )),
+        "{:?}",
+        token_requests.lock().unwrap()
+    );
+    authed.check_auth(&host).await.unwrap();
+    assert!(token_requests.lock().unwrap().contains(&(vec![], true)));
+
+    // Anonymous tokens are enough to pull, not to log in.
+    let anonymous = client();
+    anonymous.get_manifest(&a).await.unwrap();
+    assert!(
+        token_requests
+            .lock()
+            .unwrap()
+            .contains(&(vec!["repository:a:pull".to_owned()], false))
+    );
+    let err = anonymous.check_auth(&host).await.unwrap_err();
+    assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err:?}");
+
+    // Wrong credentials: the token endpoint's refusal, in its words.
+    let wrong = RegistryClient::new(ClientOptions {
+        credentials: Credentials::basic(&host, "u", "nope"),
+        ..options()
+    })
+    .unwrap();
+    let err = wrong.get_manifest(&a).await.unwrap_err();
+    assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err:?}");
+    assert!(err.to_string().contains("bad creds"), "{err}");
+    assert!(matches!(
+        wrong.check_auth(&host).await,
+        Err(RegistryError::Unauthorized { .. })
+    ));
 }

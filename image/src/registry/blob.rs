@@ -47,7 +47,7 @@ impl RegistryClient {
             .await?;
         match response.status().as_u16() {
             200..=299 => {
-                self.note_holder(repo, digest);
+                self.remember_blob(repo, digest);
                 Ok(true)
             }
             404 => Ok(false),
@@ -139,7 +139,7 @@ impl RegistryClient {
             },
             Err(DownloadError::Registry(e) | DownloadError::Retry(e)) => return Err(e),
         };
-        self.note_holder(repo, digest);
+        self.remember_blob(repo, digest);
         progress.finished(digest, Transfer::Downloaded);
         Ok(n)
     }
@@ -343,7 +343,7 @@ impl RegistryClient {
         let outcome = self
             .push_blob_inner(repo, digest, size, source, mount_from, progress)
             .await?;
-        self.note_holder(repo, digest);
+        self.remember_blob(repo, digest);
         progress.finished(digest, outcome.into());
         Ok(outcome)
     }

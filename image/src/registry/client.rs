@@ -464,8 +464,10 @@ impl RegistryClient {
     }
 
     /// Records that `repo` holds `digest`, so later pushes to other repositories of the
-    /// same registry can mount it from there.
-    pub(super) fn note_holder(&self, repo: &ImageRef, digest: &Digest) {
+    /// same registry can mount it from there ([`push_image`](super::push_image) asks
+    /// [`RegistryClient::blob_locations`]). Pulls, pushes and existence checks record
+    /// what they see; callers may add what they know from earlier runs.
+    pub fn remember_blob(&self, repo: &ImageRef, digest: &Digest) {
         self.state()
             .holders
             .entry((repo.domain().to_owned(), digest.clone()))
@@ -474,7 +476,7 @@ impl RegistryClient {
     }
 
     /// Other repositories of `repo`'s registry known to hold `digest`.
-    pub(super) fn known_holders(&self, repo: &ImageRef, digest: &Digest) -> Vec<ImageRef> {
+    pub fn blob_locations(&self, repo: &ImageRef, digest: &Digest) -> Vec<ImageRef> {
         let state = self.state();
         let Some(paths) = state
             .holders

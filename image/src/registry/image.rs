@@ -179,7 +179,7 @@ async fn push_manifest_blobs(
         .map(|(digest, size)| {
             let source = source.clone();
             async move {
-                let mount_from = client.known_holders(reference, &digest);
+                let mount_from = client.blob_locations(reference, &digest);
                 client
                     .push_blob(reference, &digest, size, source, &mount_from, progress)
                     .await

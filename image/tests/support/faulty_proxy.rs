@@ -81,6 +81,8 @@ pub struct Seen {
     pub path: String,
     pub head: String,
     pub fault: Option<Fault>,
+    /// When the request arrived.
+    pub at: std::time::Instant,
 }
 
 #[derive(Default)]
@@ -182,6 +184,7 @@ fn handle(mut client: TcpStream, upstream: SocketAddr, shared: &Mutex<Shared>) -
             path: path.clone(),
             head: text.clone(),
             fault: fault.clone(),
+            at: std::time::Instant::now(),
         });
         fault
     };
