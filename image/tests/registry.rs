@@ -1562,6 +1562,9 @@ fn query_values(path: &str, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// The scopes a token request asked for, and whether it carried the right credentials.
+type TokenRequest = (Vec<String>, bool);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_tokens_cover_the_scopes_asked_for() {
     let manifest = serde_json::to_vec(&json!({
@@ -1573,7 +1576,7 @@ async fn bearer_tokens_cover_the_scopes_asked_for() {
     }))
     .unwrap();
     // Token requests seen: (scopes, whether they carried the right basic auth).
-    let token_requests: Arc<Mutex<Vec<(Vec<String>, bool)>>> = Arc::default();
+    let token_requests: Arc<Mutex<Vec<TokenRequest>>> = Arc::default();
     let seen = token_requests.clone();
     let good_basic = format!("Basic {}", base64("u:pw"));
     let served = manifest.clone();
