@@ -5,7 +5,7 @@
 
 use crate::error::{ErrorKind, ParseError};
 use crate::span::Span;
-use crate::syntax::Flag;
+use crate::syntax::line::RawFlag;
 
 /// What kind of value a flag takes.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -28,16 +28,19 @@ pub(crate) struct Flags<'a> {
 }
 
 impl<'a> Flags<'a> {
-    /// Checks `flags` against the declared `(name, kind)` pairs.
+    /// Checks `flags`, cut from the logical line `line`, against the declared
+    /// `(name, kind)` pairs.
     pub(crate) fn parse(
         instruction: &'static str,
-        flags: &'a [Flag],
+        flags: &'a [RawFlag],
+        line: &'a str,
         declared: &[(&'static str, Kind)],
     ) -> Result<Flags<'a>, ParseError> {
         let mut given: Vec<Given<'a>> = Vec::with_capacity(flags.len());
         for flag in flags {
             let err = |kind| ParseError::new(kind, flag.span);
-            let body = flag.text.strip_prefix("--").unwrap_or(&flag.text);
+            let text = flag.text.get(line);
+            let body = text.strip_prefix("--").unwrap_or(text);
             let (name, value) = match body.split_once('=') {
                 Some((n, v)) => (n, Some(v)),
                 None => (body, None),

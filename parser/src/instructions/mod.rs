@@ -26,8 +26,9 @@ use serde::Serialize;
 
 use crate::error::{ErrorKind, ParseError};
 use crate::span::Span;
+use crate::syntax::line::{RawHeredoc, RawNode, Text};
 use crate::syntax::{
-    self, CheckConfig, Directive, KEYWORD_MAX, Node, NodeReader, lowercase_keyword,
+    self, CheckConfig, Directive, KEYWORD_MAX, NodeReader, Read, lowercase_keyword,
 };
 use chmod::Chmod;
 use flags::{Flags, Kind};
@@ -334,11 +335,12 @@ pub(crate) fn build(text: &str) -> Result<Dockerfile, ParseError> {
     // The current stage's instructions, moved into it in one allocation when it ends.
     let mut current = Vec::new();
     let mut failed = None;
-    while let Some(mut node) = reader.next_node()? {
+    while let Some(read) = reader.next_node()? {
         if failed.is_some() {
             continue;
         }
-        let command = match typed(&mut node) {
+        let Read { node, line, src } = read;
+        let command = match typed(node, line, src) {
             Ok(Typed::From {
                 name,
                 base,
@@ -351,7 +353,7 @@ pub(crate) fn build(text: &str) -> Result<Dockerfile, ParseError> {
                     platform,
                     instructions: Vec::new(),
                     span: node.span,
-                    original: node.original,
+                    original: line.to_owned(),
                 });
                 continue;
             }
@@ -365,12 +367,12 @@ pub(crate) fn build(text: &str) -> Result<Dockerfile, ParseError> {
             (Some(_), command) => current.push(Instruction {
                 command,
                 span: node.span,
-                original: node.original,
+                original: line.to_owned(),
             }),
             (None, Command::Arg(arg)) => global_args.push(GlobalArg {
                 arg,
                 span: node.span,
-                original: node.original,
+                original: line.to_owned(),
             }),
             (None, _) => {
                 failed = Some(ParseError::new(ErrorKind::NoBuildStage, node.keyword_span));
@@ -414,53 +416,57 @@ enum Typed {
     Command(Command),
 }
 
-fn typed(node: &mut Node) -> Result<Typed, ParseError> {
+/// The typed instruction of the raw node `node`, whose text ranges point into the
+/// logical line `line` and heredoc ranges into the source `src`. Strings the node
+/// already owns are moved out of it.
+fn typed(node: &mut RawNode, line: &str, src: &str) -> Result<Typed, ParseError> {
     let at = node.keyword_span;
     let err = |kind| ParseError::new(kind, at);
-    let no_flags = |instruction, node: &Node| Flags::parse(instruction, &node.flags, &[]).map(drop);
-    let one = |instruction, node: &mut Node| match node.args.as_mut_slice() {
-        [one] => Ok(std::mem::take(one)),
+    let no_flags =
+        |instruction, node: &RawNode| Flags::parse(instruction, &node.flags, line, &[]).map(drop);
+    let one = |instruction, node: &mut RawNode| match node.args.as_mut_slice() {
+        [one] => Ok(one.take(line)),
         _ => Err(err(ErrorKind::ExactlyOneArgument { instruction })),
     };
-    let at_least_one = |instruction, node: &Node| match node.args.is_empty() {
+    let at_least_one = |instruction, node: &RawNode| match node.args.is_empty() {
         true => Err(err(ErrorKind::AtLeastOneArgument { instruction })),
         false => Ok(()),
     };
     let mut buf = [0u8; KEYWORD_MAX];
-    let command = match lowercase_keyword(&node.keyword, &mut buf) {
-        "from" => return from(node),
-        "run" => Command::Run(run(node)?),
+    let command = match lowercase_keyword(node.keyword(line), &mut buf) {
+        "from" => return from(node, line),
+        "run" => Command::Run(run(node, line, src)?),
         "cmd" => {
             no_flags("CMD", node)?;
-            Command::Cmd(command_line(node))
+            Command::Cmd(command_line(&mut node.args, node.json, line))
         }
         "entrypoint" => {
             no_flags("ENTRYPOINT", node)?;
-            Command::Entrypoint(command_line(node))
+            Command::Entrypoint(command_line(&mut node.args, node.json, line))
         }
         "shell" => {
             no_flags("SHELL", node)?;
             at_least_one("SHELL", node)?;
-            match command_line(node) {
+            match command_line(&mut node.args, node.json, line) {
                 CommandLine::Exec(v) => Command::Shell(v),
                 CommandLine::Shell(_) => return Err(err(ErrorKind::ShellNotJson)),
             }
         }
-        "copy" => Command::Copy(copy(node)?),
-        "add" => Command::Add(add(node)?),
+        "copy" => Command::Copy(copy(node, line, src)?),
+        "add" => Command::Add(add(node, line, src)?),
         "env" => {
             no_flags("ENV", node)?;
-            Command::Env(key_values(node, "ENV")?)
+            Command::Env(key_values(node, line, "ENV")?)
         }
         "label" => {
             no_flags("LABEL", node)?;
-            Command::Label(key_values(node, "LABEL")?)
+            Command::Label(key_values(node, line, "LABEL")?)
         }
-        "arg" => Command::Arg(arg(node)?),
+        "arg" => Command::Arg(arg(node, line)?),
         "expose" => {
             at_least_one("EXPOSE", node)?;
             no_flags("EXPOSE", node)?;
-            let mut ports = std::mem::take(&mut node.args);
+            let mut ports: Vec<String> = node.args.iter_mut().map(|a| a.take(line)).collect();
             ports.sort();
             Command::Expose(ports)
         }
@@ -470,7 +476,7 @@ fn typed(node: &mut Node) -> Result<Typed, ParseError> {
             let volumes = node
                 .args
                 .iter()
-                .map(|v| v.trim().to_owned())
+                .map(|v| v.get(line).trim().to_owned())
                 .collect::<Vec<_>>();
             if volumes.iter().any(String::is_empty) {
                 return Err(err(ErrorKind::EmptyVolume));
@@ -493,68 +499,89 @@ fn typed(node: &mut Node) -> Result<Typed, ParseError> {
             no_flags("MAINTAINER", node)?;
             Command::Maintainer(who)
         }
-        "healthcheck" => Command::Healthcheck(healthcheck(node)?),
-        "onbuild" => Command::Onbuild(onbuild(node)?),
+        "healthcheck" => Command::Healthcheck(healthcheck(node, line)?),
+        "onbuild" => Command::Onbuild(onbuild(node, line, src)?),
         _ => {
             return Err(err(ErrorKind::UnknownInstruction {
-                keyword: node.keyword.to_string(),
+                keyword: node.keyword(line).to_owned(),
             }));
         }
     };
     Ok(Typed::Command(command))
 }
 
-fn from(node: &mut Node) -> Result<Typed, ParseError> {
+fn from(node: &mut RawNode, line: &str) -> Result<Typed, ParseError> {
     let err = |kind| ParseError::new(kind, node.keyword_span);
     let name = match node.args.as_slice() {
         [_] => None,
-        [_, as_, name] if as_.eq_ignore_ascii_case("as") => {
+        [_, as_, name] if as_.get(line).eq_ignore_ascii_case("as") => {
+            let name = name.get(line);
             let lower = name.to_lowercase();
             let mut chars = lower.chars();
             let valid = chars.next().is_some_and(|c| c.is_ascii_lowercase())
                 && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c));
             if !valid {
-                return Err(err(ErrorKind::InvalidStageName { name: name.clone() }));
+                return Err(err(ErrorKind::InvalidStageName {
+                    name: name.to_owned(),
+                }));
             }
             Some(lower)
         }
         _ => return Err(err(ErrorKind::FromArguments)),
     };
-    let flags = Flags::parse("FROM", &node.flags, &[("platform", Kind::Value)])?;
+    let flags = Flags::parse("FROM", &node.flags, line, &[("platform", Kind::Value)])?;
     Ok(Typed::From {
         name,
-        base: std::mem::take(&mut node.args[0]),
+        base: node.args[0].take(line),
         platform: flags.string("platform"),
     })
 }
 
 /// BuildKit's `handleJSONArgs`: exec form as is, shell form joined into one string.
-fn command_line(node: &mut Node) -> CommandLine {
-    let mut args = std::mem::take(&mut node.args);
-    match (node.json, args.len()) {
-        (true, _) => CommandLine::Exec(args),
-        (false, 1) => CommandLine::Shell(args.pop().unwrap_or_default()),
-        (false, _) => CommandLine::Shell(args.join(" ")),
+fn command_line(args: &mut [Text], json: bool, line: &str) -> CommandLine {
+    match (json, args) {
+        (true, args) => CommandLine::Exec(args.iter_mut().map(|a| a.take(line)).collect()),
+        (false, [one]) => CommandLine::Shell(one.take(line)),
+        (false, args) => CommandLine::Shell(join(args, line)),
     }
 }
 
-fn inline_file(doc: &syntax::Heredoc, chomp: bool) -> InlineFile {
+/// The texts joined with single spaces.
+fn join(args: &[Text], line: &str) -> String {
+    let mut out = String::new();
+    for (i, arg) in args.iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push_str(arg.get(line));
+    }
+    out
+}
+
+/// A heredoc body as a file: `<<-` tabs removed when `chomp`.
+fn inline_content(doc: &RawHeredoc, chomp: bool, src: &str) -> String {
+    let content = &src[doc.content.0..doc.content.1];
+    if chomp {
+        syntax::heredoc::chomp(content)
+    } else {
+        content.to_owned()
+    }
+}
+
+fn inline_file(doc: &RawHeredoc, chomp: bool, src: &str) -> InlineFile {
     InlineFile {
         name: doc.name.clone(),
-        content: if chomp {
-            syntax::heredoc::chomp(&doc.content)
-        } else {
-            doc.content.clone()
-        },
+        content: inline_content(doc, chomp, src),
         expand: doc.expand,
         fd: doc.fd,
     }
 }
 
-fn run(node: &mut Node) -> Result<RunInstruction, ParseError> {
+fn run(node: &mut RawNode, line: &str, src: &str) -> Result<RunInstruction, ParseError> {
     let flags = Flags::parse(
         "RUN",
         &node.flags,
+        line,
         &[
             ("mount", Kind::List),
             ("network", Kind::Value),
@@ -603,15 +630,13 @@ fn run(node: &mut Node) -> Result<RunInstruction, ParseError> {
         }
     };
     Ok(RunInstruction {
-        command: command_line(node),
-        heredocs: std::mem::take(&mut node.heredocs)
-            .into_iter()
+        command: command_line(&mut node.args, node.json, line),
+        heredocs: node
+            .heredocs
+            .iter_mut()
             .map(|d| InlineFile {
-                content: match d.chomp {
-                    true => syntax::heredoc::chomp(&d.content),
-                    false => d.content,
-                },
-                name: d.name,
+                content: inline_content(d, d.chomp, src),
+                name: std::mem::take(&mut d.name),
                 expand: d.expand,
                 fd: d.fd,
             })
@@ -624,36 +649,40 @@ fn run(node: &mut Node) -> Result<RunInstruction, ParseError> {
 
 /// Sources, destination and the flags COPY and ADD share.
 fn file_transfer(
-    node: &mut Node,
+    args: &mut Vec<Text>,
+    heredocs: &[RawHeredoc],
+    at: Span,
+    (line, src): (&str, &str),
     instruction: &'static str,
     flags: &Flags,
 ) -> Result<FileTransfer, ParseError> {
-    let at = node.keyword_span;
     let err = |kind| ParseError::new(kind, at);
-    let mut sources = std::mem::take(&mut node.args);
-    let Some(dest) = sources.pop() else {
+    let Some(mut dest) = args.pop() else {
         return Err(err(ErrorKind::NoDestination { instruction }));
     };
+    let dest = dest.take(line);
     if syntax::heredoc::parse_marker(&dest).is_some() {
         return Err(err(ErrorKind::HeredocDestination { instruction }));
     }
-    let sources = sources
-        .into_iter()
-        .map(|src| match syntax::heredoc::parse_marker(&src) {
-            Some(marker) => {
-                let doc = node.heredocs.iter().rev().find(|d| d.name == marker.name);
-                Source::Heredoc(match doc {
-                    Some(doc) => inline_file(doc, marker.chomp),
-                    None => InlineFile {
-                        name: marker.name,
-                        content: String::new(),
-                        expand: marker.expand,
-                        fd: marker.fd,
-                    },
-                })
-            }
-            None => Source::Path(src),
-        })
+    let sources = args
+        .iter_mut()
+        .map(
+            |source| match syntax::heredoc::parse_marker(source.get(line)) {
+                Some(marker) => {
+                    let doc = heredocs.iter().rev().find(|d| d.name == marker.name);
+                    Source::Heredoc(match doc {
+                        Some(doc) => inline_file(doc, marker.chomp, src),
+                        None => InlineFile {
+                            name: marker.name,
+                            content: String::new(),
+                            expand: marker.expand,
+                            fd: marker.fd,
+                        },
+                    })
+                }
+                None => Source::Path(source.take(line)),
+            },
+        )
         .collect();
     let chmod = match flags.value("chmod") {
         None | Some(("", _)) => None,
@@ -674,7 +703,7 @@ fn file_transfer(
     })
 }
 
-fn copy(node: &mut Node) -> Result<CopyInstruction, ParseError> {
+fn copy(node: &mut RawNode, line: &str, src: &str) -> Result<CopyInstruction, ParseError> {
     if node.args.len() < 2 {
         return Err(ParseError::new(
             ErrorKind::NoDestination {
@@ -683,10 +712,10 @@ fn copy(node: &mut Node) -> Result<CopyInstruction, ParseError> {
             node.keyword_span,
         ));
     }
-    let given = std::mem::take(&mut node.flags);
     let flags = Flags::parse(
         "COPY",
-        &given,
+        &node.flags,
+        line,
         &[
             ("exclude", Kind::List),
             ("parents", Kind::Bool),
@@ -696,24 +725,32 @@ fn copy(node: &mut Node) -> Result<CopyInstruction, ParseError> {
             ("link", Kind::Bool),
         ],
     )?;
+    let files = file_transfer(
+        &mut node.args,
+        &node.heredocs,
+        node.keyword_span,
+        (line, src),
+        "COPY",
+        &flags,
+    )?;
     Ok(CopyInstruction {
-        files: file_transfer(node, "COPY", &flags)?,
+        files,
         from: flags.string("from"),
         parents: flags.bool("parents").unwrap_or(false),
     })
 }
 
-fn add(node: &mut Node) -> Result<AddInstruction, ParseError> {
+fn add(node: &mut RawNode, line: &str, src: &str) -> Result<AddInstruction, ParseError> {
     if node.args.len() < 2 {
         return Err(ParseError::new(
             ErrorKind::NoDestination { instruction: "ADD" },
             node.keyword_span,
         ));
     }
-    let given = std::mem::take(&mut node.flags);
     let flags = Flags::parse(
         "ADD",
-        &given,
+        &node.flags,
+        line,
         &[
             ("exclude", Kind::List),
             ("chown", Kind::Value),
@@ -724,39 +761,51 @@ fn add(node: &mut Node) -> Result<AddInstruction, ParseError> {
             ("unpack", Kind::Bool),
         ],
     )?;
+    let files = file_transfer(
+        &mut node.args,
+        &node.heredocs,
+        node.keyword_span,
+        (line, src),
+        "ADD",
+        &flags,
+    )?;
     Ok(AddInstruction {
-        files: file_transfer(node, "ADD", &flags)?,
+        files,
         checksum: flags.string("checksum"),
         keep_git_dir: flags.bool("keep-git-dir").unwrap_or(false),
         unpack: flags.bool("unpack"),
     })
 }
 
-fn key_values(node: &mut Node, instruction: &'static str) -> Result<Vec<KeyValue>, ParseError> {
+fn key_values(
+    node: &mut RawNode,
+    line: &str,
+    instruction: &'static str,
+) -> Result<Vec<KeyValue>, ParseError> {
     let at = node.keyword_span;
     let err = |kind| ParseError::new(kind, at);
     if node.args.is_empty() {
         return Err(err(ErrorKind::AtLeastOneArgument { instruction }));
     }
-    let mut words = std::mem::take(&mut node.args).into_iter();
-    let mut pairs = Vec::with_capacity(words.len() / 3);
+    let mut pairs = Vec::with_capacity(node.args.len() / 3);
+    let mut words = node.args.iter_mut();
     while let Some(key) = words.next() {
         let (Some(value), Some(sep)) = (words.next(), words.next()) else {
             return Err(err(ErrorKind::AtLeastOneArgument { instruction }));
         };
-        if key.is_empty() {
+        if key.get(line).is_empty() {
             return Err(err(ErrorKind::BlankName { instruction }));
         }
         pairs.push(KeyValue {
-            key,
-            value,
-            legacy: sep.is_empty(),
+            key: key.take(line),
+            value: value.take(line),
+            legacy: sep.get(line).is_empty(),
         });
     }
     Ok(pairs)
 }
 
-fn arg(node: &mut Node) -> Result<ArgInstruction, ParseError> {
+fn arg(node: &RawNode, line: &str) -> Result<ArgInstruction, ParseError> {
     let err = |kind| ParseError::new(kind, node.keyword_span);
     if node.args.is_empty() {
         return Err(err(ErrorKind::AtLeastOneArgument { instruction: "ARG" }));
@@ -764,14 +813,14 @@ fn arg(node: &mut Node) -> Result<ArgInstruction, ParseError> {
     let args = node
         .args
         .iter()
-        .map(|word| match word.split_once('=') {
+        .map(|word| match word.get(line).split_once('=') {
             Some(("", _)) => Err(err(ErrorKind::BlankName { instruction: "ARG" })),
             Some((name, default)) => Ok(ArgDecl {
                 name: name.to_owned(),
                 default: Some(default.to_owned()),
             }),
             None => Ok(ArgDecl {
-                name: word.to_owned(),
+                name: word.get(line).to_owned(),
                 default: None,
             }),
         })
@@ -800,14 +849,15 @@ fn duration(flags: &Flags, flag: &'static str) -> Result<Duration, ParseError> {
     }
 }
 
-fn healthcheck(node: &mut Node) -> Result<Healthcheck, ParseError> {
-    let err = |kind| ParseError::new(kind, node.keyword_span);
-    let Some((kind, rest)) = node.args.split_first() else {
+fn healthcheck(node: &mut RawNode, line: &str) -> Result<Healthcheck, ParseError> {
+    let at = node.keyword_span;
+    let err = |kind| ParseError::new(kind, at);
+    let Some((kind, rest)) = node.args.split_first_mut() else {
         return Err(err(ErrorKind::AtLeastOneArgument {
             instruction: "HEALTHCHECK",
         }));
     };
-    let kind = kind.to_uppercase();
+    let kind = kind.get(line).to_uppercase();
     if kind == "NONE" {
         if !rest.is_empty() {
             return Err(err(ErrorKind::HealthcheckNoneArguments));
@@ -817,6 +867,7 @@ fn healthcheck(node: &mut Node) -> Result<Healthcheck, ParseError> {
     let flags = Flags::parse(
         "HEALTHCHECK",
         &node.flags,
+        line,
         &[
             ("interval", Kind::Value),
             ("timeout", Kind::Value),
@@ -831,9 +882,9 @@ fn healthcheck(node: &mut Node) -> Result<Healthcheck, ParseError> {
     let test = match (node.json, rest.is_empty()) {
         (_, true) => return Err(err(ErrorKind::HealthcheckMissingCommand)),
         (true, false) => std::iter::once("CMD".to_owned())
-            .chain(rest.iter().cloned())
+            .chain(rest.iter_mut().map(|a| a.take(line)))
             .collect(),
-        (false, false) => vec!["CMD-SHELL".to_owned(), rest.join(" ")],
+        (false, false) => vec!["CMD-SHELL".to_owned(), join(rest, line)],
     };
     let retries = match flags.value("retries") {
         None | Some(("", _)) => 0,
@@ -866,21 +917,21 @@ fn healthcheck(node: &mut Node) -> Result<Healthcheck, ParseError> {
     }))
 }
 
-fn onbuild(node: &Node) -> Result<OnbuildInstruction, ParseError> {
+fn onbuild(node: &RawNode, line: &str, src: &str) -> Result<OnbuildInstruction, ParseError> {
     let err = |kind| ParseError::new(kind, node.keyword_span);
     let Some(trigger) = &node.trigger else {
         return Err(err(ErrorKind::AtLeastOneArgument {
             instruction: "ONBUILD",
         }));
     };
-    Flags::parse("ONBUILD", &node.flags, &[])?;
-    let keyword = trigger.keyword.trim().to_uppercase();
+    Flags::parse("ONBUILD", &node.flags, line, &[])?;
+    let keyword = trigger.keyword(line).trim().to_uppercase();
     match keyword.as_str() {
         "ONBUILD" => return Err(err(ErrorKind::OnbuildChained)),
         "MAINTAINER" | "FROM" => return Err(err(ErrorKind::OnbuildTrigger { trigger: keyword })),
         _ => {}
     }
-    let trimmed = node.original.trim_start();
+    let trimmed = node.original(line).trim_start();
     let mut expression = trimmed
         .get(..7)
         .filter(|k| k.eq_ignore_ascii_case("onbuild"))
@@ -888,7 +939,7 @@ fn onbuild(node: &Node) -> Result<OnbuildInstruction, ParseError> {
         .to_owned();
     for doc in &node.heredocs {
         expression.push('\n');
-        expression.push_str(&doc.content);
+        expression.push_str(&src[doc.content.0..doc.content.1]);
         expression.push_str(&doc.name);
     }
     Ok(OnbuildInstruction { expression })

@@ -1,4 +1,4 @@
-//! One logical instruction line → a raw [`Node`]: the keyword, the `--flags`, and the
+//! One logical instruction line → a raw node: the keyword, the `--flags`, and the
 //! arguments cut as BuildKit's per-instruction "line parsers" cut them.
 //!
 //! The argument shapes are BuildKit's, because they decide what a Dockerfile means:
@@ -7,67 +7,195 @@
 //! whitespace-separated words; ENV/LABEL produce `(key, value, separator)` triples,
 //! the separator being empty for the legacy `ENV key value` form; ARG keeps its quoted
 //! words; ONBUILD nests a whole node; any unknown keyword keeps a single empty argument.
+//!
+//! Most arguments are pieces of the line as written, so they are kept as byte ranges of
+//! the logical line ([`Text::Slice`]) and become owned strings only where the public
+//! types need them: once, in [`super::Node`] or in the typed instruction.
 
 use crate::error::{ErrorKind, ParseError};
-use crate::span::{LineIndex, Span};
-use crate::syntax::{Flag, KEYWORD_MAX, Node, keyword_of, lowercase_keyword};
+use crate::span::{Columns, LineStart, Span};
+use crate::syntax::{KEYWORD_MAX, lowercase_keyword};
 
-/// A logical line: physical line pieces glued together by continuations, with the map
-/// back to source offsets.
-pub(crate) struct Logical {
-    pub(crate) text: String,
-    /// Where the first piece starts in the source.
-    first: usize,
-    /// `(offset in text, offset in source)` where each further piece starts (empty, and
-    /// so never allocated, for the common one-line instruction).
-    more: Vec<(usize, usize)>,
+/// A piece of text the syntax layer cut from a logical line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Text {
+    /// Bytes `start..end` of the logical line, as written.
+    Slice(usize, usize),
+    /// Text that is not in the line (a separator, an empty argument).
+    Fixed(&'static str),
+    /// Text that differs from what is written (quotes, escapes or JSON decoded).
+    Owned(String),
 }
 
-impl Logical {
-    pub(crate) fn new(piece: &str, source_offset: usize) -> Logical {
-        Logical {
-            text: piece.to_owned(),
-            first: source_offset,
-            more: Vec::new(),
+impl Text {
+    /// The text, `line` being the logical line it was cut from.
+    pub(crate) fn get<'s>(&'s self, line: &'s str) -> &'s str {
+        match self {
+            Text::Slice(start, end) => &line[*start..*end],
+            Text::Fixed(text) => text,
+            Text::Owned(text) => text,
         }
     }
 
-    pub(crate) fn push(&mut self, piece: &str, source_offset: usize) {
-        self.more.push((self.text.len(), source_offset));
-        self.text.push_str(piece);
+    /// The text as an owned string, moved out when it is one already.
+    pub(crate) fn take(&mut self, line: &str) -> String {
+        match self {
+            Text::Owned(text) => std::mem::take(text),
+            other => other.get(line).to_owned(),
+        }
+    }
+}
+
+/// A `--flag[=value]` word of a raw node.
+#[derive(Debug)]
+pub(crate) struct RawFlag {
+    /// The word with quotes and escapes removed, dashes included.
+    pub(crate) text: Text,
+    /// Where it is written.
+    pub(crate) span: Span,
+}
+
+/// A heredoc attached to a raw node; its body stays in the source until wanted.
+#[derive(Debug)]
+pub(crate) struct RawHeredoc {
+    pub(crate) name: String,
+    pub(crate) fd: u32,
+    pub(crate) expand: bool,
+    pub(crate) chomp: bool,
+    /// The body's byte range in the source.
+    pub(crate) content: (usize, usize),
+    pub(crate) span: Span,
+}
+
+/// One instruction as the syntax layer cuts it, its text left in the logical line: the
+/// shape of [`super::Node`] without the copies. The reader reuses one for every
+/// instruction, so its vectors are allocated once per parse.
+#[derive(Debug, Default)]
+pub(crate) struct RawNode {
+    /// The keyword's byte range in the logical line.
+    pub(crate) keyword: (usize, usize),
+    /// This instruction's byte range in the logical line (all of it, except for an
+    /// ONBUILD trigger).
+    pub(crate) original: (usize, usize),
+    pub(crate) flags: Vec<RawFlag>,
+    pub(crate) args: Vec<Text>,
+    pub(crate) trigger: Option<Box<RawNode>>,
+    pub(crate) json: bool,
+    pub(crate) heredocs: Vec<RawHeredoc>,
+    pub(crate) span: Span,
+    pub(crate) keyword_span: Span,
+}
+
+impl RawNode {
+    /// The keyword as written.
+    pub(crate) fn keyword<'s>(&self, line: &'s str) -> &'s str {
+        &line[self.keyword.0..self.keyword.1]
     }
 
-    /// The source offset of text offset `at`.
-    fn source(&self, at: usize) -> usize {
-        let (text_start, source_start) = match self.more.partition_point(|p| p.0 <= at) {
-            0 => (0, self.first),
-            i => self.more[i - 1],
+    /// This instruction's text.
+    pub(crate) fn original<'s>(&self, line: &'s str) -> &'s str {
+        &line[self.original.0..self.original.1]
+    }
+}
+
+/// A piece of a logical line: where it starts in the logical text and in the source,
+/// and the physical line it is on.
+#[derive(Clone, Copy, Default)]
+struct Piece {
+    at: usize,
+    source: usize,
+    line: LineStart,
+}
+
+/// A logical line: physical line pieces glued together by continuations, with the map
+/// back to source offsets and lines. A one-line instruction is its piece of the source;
+/// only continued ones are copied, into a buffer reused from one instruction to the
+/// next.
+#[derive(Default)]
+pub(crate) struct Logical {
+    /// The text of a continued instruction.
+    joined: String,
+    /// The first piece's length.
+    first_len: usize,
+    first: Piece,
+    /// The further pieces (empty for the common one-line instruction).
+    more: Vec<Piece>,
+}
+
+impl Logical {
+    /// Starts a new logical line with its first piece, at `source_offset` on `line`.
+    pub(crate) fn reset(&mut self, piece: &str, source_offset: usize, line: LineStart) {
+        self.first = Piece {
+            at: 0,
+            source: source_offset,
+            line,
         };
-        source_start + (at - text_start)
+        self.first_len = piece.len();
+        self.more.clear();
+    }
+
+    /// Appends the piece `piece` of the source `src`, at `source_offset` on `line`.
+    pub(crate) fn push(&mut self, src: &str, piece: &str, source_offset: usize, line: LineStart) {
+        if self.more.is_empty() {
+            self.joined.clear();
+            self.joined
+                .push_str(&src[self.first.source..self.first.source + self.first_len]);
+        }
+        self.more.push(Piece {
+            at: self.joined.len(),
+            source: source_offset,
+            line,
+        });
+        self.joined.push_str(piece);
+    }
+
+    /// The text, `src` being the source it was read from.
+    pub(crate) fn text<'s>(&'s self, src: &'s str) -> &'s str {
+        match self.more.is_empty() {
+            true => &src[self.first.source..self.first.source + self.first_len],
+            false => &self.joined,
+        }
+    }
+
+    /// The piece holding text offset `at`.
+    fn piece(&self, at: usize) -> &Piece {
+        match self.more.partition_point(|p| p.at <= at) {
+            0 => &self.first,
+            i => &self.more[i - 1],
+        }
     }
 
     /// The source span of text range `start..end`.
-    pub(crate) fn span(&self, index: &LineIndex<'_>, start: usize, end: usize) -> Span {
-        let s = self.source(start);
-        let e = if end > start {
-            self.source(end - 1) + 1
+    pub(crate) fn span(&self, columns: &Columns<'_>, start: usize, end: usize) -> Span {
+        let first = self.piece(start);
+        let s = first.source + (start - first.at);
+        let column = columns.column(first.line.offset, s);
+        let (e, end_line) = if end > start {
+            let last = self.piece(end - 1);
+            (last.source + (end - 1 - last.at) + 1, last.line.number)
         } else {
-            s
+            (s, first.line.number)
         };
-        index.span(s, e)
+        Span {
+            line: first.line.number,
+            column,
+            end_line,
+            start: s,
+            end: e,
+        }
     }
 }
 
 /// Where spans are computed from while building nodes.
 pub(crate) struct LineContext<'a, 'b> {
     pub(crate) logical: &'b Logical,
-    pub(crate) index: &'b LineIndex<'a>,
+    pub(crate) columns: &'b Columns<'a>,
     pub(crate) escape: char,
 }
 
 impl LineContext<'_, '_> {
     fn span(&self, start: usize, end: usize) -> Span {
-        self.logical.span(self.index, start, end)
+        self.logical.span(self.columns, start, end)
     }
 }
 
@@ -76,13 +204,14 @@ fn is_split_space(c: char) -> bool {
     matches!(c, '\t' | '\u{b}' | '\u{c}' | '\r' | ' ')
 }
 
-/// Builds the node of the line text `line`, found at offset `base` of the logical line.
-/// The caller fills in [`Node::original`], which it may own already.
+/// Fills `node` (cleared first) from the line text `line`, found at offset `base` of the
+/// logical line.
 pub(crate) fn node_from_line(
     ctx: &LineContext<'_, '_>,
     line: &str,
     base: usize,
-) -> Result<Node, ParseError> {
+    node: &mut RawNode,
+) -> Result<(), ParseError> {
     let lead = line.len() - line.trim_start().len();
     let trimmed = line.trim();
     let start = base + lead;
@@ -92,85 +221,90 @@ pub(crate) fn node_from_line(
     let after_cmd = &trimmed[cmd_len..];
     let after_cmd = after_cmd.trim_start_matches(is_split_space);
     let rest_base = start + (trimmed.len() - after_cmd.len());
-    let (flags, rest_offset) = extract_flags(ctx, after_cmd, rest_base);
+    node.flags.clear();
+    let rest_offset = extract_flags(ctx, after_cmd, rest_base, &mut node.flags);
     let raw_rest = &after_cmd[rest_offset..];
     let rest = raw_rest.trim();
     let rest_base = rest_base + rest_offset + (raw_rest.len() - raw_rest.trim_start().len());
     let error = |kind| ParseError::new(kind, keyword_span);
 
-    let mut node = Node {
-        keyword: keyword_of(keyword),
-        flags,
-        args: Vec::new(),
-        trigger: None,
-        json: false,
-        heredocs: Vec::new(),
-        original: String::new(),
-        span: ctx.span(start, base + line.trim_end().len()),
-        keyword_span,
-    };
+    node.keyword = (start, start + cmd_len);
+    node.original = (base, base + line.len());
+    node.args.clear();
+    node.trigger = None;
+    node.json = false;
+    node.heredocs.clear();
+    node.span = ctx.span(start, base + line.trim_end().len());
+    node.keyword_span = keyword_span;
+    let args = &mut node.args;
     let mut buf = [0u8; KEYWORD_MAX];
     match lowercase_keyword(keyword, &mut buf) {
-        "add" | "copy" | "volume" => match parse_json(rest).map_err(error)? {
-            Some(args) => (node.args, node.json) = (args, true),
-            None => node.args = split_whitespace(rest),
-        },
+        "add" | "copy" | "volume" => {
+            node.json = parse_json(rest, rest_base, args).map_err(error)?;
+            if !node.json {
+                split_whitespace(rest, rest_base, args);
+            }
+        }
         "cmd" | "entrypoint" | "run" | "shell" => {
-            (node.args, node.json) = maybe_json(rest).map_err(error)?
+            node.json = maybe_json(rest, rest_base, args).map_err(error)?
         }
-        "arg" => {
-            node.args = words(rest, ctx.escape)
-                .into_iter()
-                .map(str::to_owned)
-                .collect()
-        }
-        "env" => node.args = name_values(rest, ctx.escape, "ENV").map_err(error)?,
-        "label" => node.args = name_values(rest, ctx.escape, "LABEL").map_err(error)?,
-        "expose" | "from" => node.args = split_whitespace(rest),
+        "arg" => args.extend(
+            Words::new(rest, ctx.escape).map(|(s, e)| Text::Slice(rest_base + s, rest_base + e)),
+        ),
+        "env" => name_values(rest, rest_base, ctx.escape, "ENV", args).map_err(error)?,
+        "label" => name_values(rest, rest_base, ctx.escape, "LABEL", args).map_err(error)?,
+        "expose" | "from" => split_whitespace(rest, rest_base, args),
         "healthcheck" => {
             if !rest.is_empty() {
                 let type_len = rest.find(char::is_whitespace).unwrap_or(rest.len());
                 let cmd = rest[type_len..].trim_start();
-                node.args.push(rest[..type_len].to_owned());
-                let (args, json) = maybe_json(cmd).map_err(error)?;
-                node.args.extend(args);
-                node.json = json;
+                args.push(Text::Slice(rest_base, rest_base + type_len));
+                let cmd_base = rest_base + (rest.len() - cmd.len());
+                node.json = maybe_json(cmd, cmd_base, args).map_err(error)?;
             }
         }
         "maintainer" | "stopsignal" | "user" | "workdir" => {
             if !rest.is_empty() {
-                node.args.push(rest.to_owned());
+                args.push(Text::Slice(rest_base, rest_base + rest.len()));
             }
         }
         "onbuild" => {
             if !rest.is_empty() {
-                let mut child = node_from_line(ctx, rest, rest_base)?;
-                child.original = rest.to_owned();
-                node.trigger = Some(Box::new(child));
+                let mut child = Box::default();
+                node_from_line(ctx, rest, rest_base, &mut child)?;
+                node.trigger = Some(child);
             }
         }
-        _ => node.args.push(String::new()),
+        _ => args.push(Text::Fixed("")),
     }
-    Ok(node)
+    Ok(())
 }
 
-/// Reads the leading `--flag` words of `line`; returns them and the offset where the
+/// Reads the leading `--flag` words of `line` into `flags`; returns the offset where the
 /// arguments start. Quotes are removed and `\` escapes the next character, as in
 /// BuildKit's `extractBuilderFlags`; a lone `--` ends the flags.
-fn extract_flags(ctx: &LineContext<'_, '_>, line: &str, base: usize) -> (Vec<Flag>, usize) {
-    let mut flags = Vec::new();
+fn extract_flags(
+    ctx: &LineContext<'_, '_>,
+    line: &str,
+    base: usize,
+    flags: &mut Vec<RawFlag>,
+) -> usize {
     let mut pos = 0;
     loop {
         let rest = &line[pos..];
         let start = pos + (rest.len() - rest.trim_start().len());
         if !line[start..].starts_with("--") {
-            return (flags, start);
+            return start;
         }
         let (word, end) = flag_word(line, start);
-        if word == "--" {
-            return (flags, end);
+        if word.get(line) == "--" {
+            return end;
         }
-        flags.push(Flag {
+        let word = match word {
+            Text::Slice(s, e) => Text::Slice(base + s, base + e),
+            other => other,
+        };
+        flags.push(RawFlag {
             text: word,
             span: ctx.span(base + start, base + end),
         });
@@ -178,8 +312,9 @@ fn extract_flags(ctx: &LineContext<'_, '_>, line: &str, base: usize) -> (Vec<Fla
     }
 }
 
-/// The flag word starting at `start`, quotes and escapes removed, and where it ends.
-fn flag_word(line: &str, start: usize) -> (String, usize) {
+/// The flag word starting at `start`, quotes and escapes removed, and where it ends: a
+/// slice of `line` when it has neither.
+fn flag_word(line: &str, start: usize) -> (Text, usize) {
     let bytes = &line.as_bytes()[start..];
     let plain = bytes
         .iter()
@@ -189,14 +324,14 @@ fn flag_word(line: &str, start: usize) -> (String, usize) {
         .get(plain)
         .is_none_or(|b| matches!(b, b'\t'..=b'\r' | b' '))
     {
-        return (line[start..start + plain].to_owned(), start + plain);
+        return (Text::Slice(start, start + plain), start + plain);
     }
     let mut word = String::new();
     let mut quote: Option<char> = None;
     let mut chars = line[start..].char_indices();
     while let Some((i, c)) = chars.next() {
         match (quote, c) {
-            (None, c) if c.is_whitespace() => return (word, start + i),
+            (None, c) if c.is_whitespace() => return (Text::Owned(word), start + i),
             (None, '\'' | '"') => quote = Some(c),
             (Some(q), c) if c == q => quote = None,
             (_, '\\') => {
@@ -207,37 +342,43 @@ fn flag_word(line: &str, start: usize) -> (String, usize) {
             (_, c) => word.push(c),
         }
     }
-    (word, line.len())
+    (Text::Owned(word), line.len())
 }
 
-/// BuildKit's `parseJSON`: `Some` if `rest` is, in full, a JSON array of strings; an
-/// error if it is a JSON array holding anything else; `None` otherwise.
-fn parse_json(rest: &str) -> Result<Option<Vec<String>>, ErrorKind> {
+/// BuildKit's `parseJSON`: if `rest` (at offset `base` of the logical line) is, in
+/// full, a JSON array of strings, pushes them to `out` and returns true; an error if it
+/// is a JSON array holding anything else; false otherwise, `out` untouched.
+fn parse_json(rest: &str, base: usize, out: &mut Vec<Text>) -> Result<bool, ErrorKind> {
     if !rest.starts_with('[') {
-        return Ok(None);
+        return Ok(false);
     }
-    if let Some(strings) = plain_json_strings(rest) {
-        return Ok(Some(strings));
+    let before = out.len();
+    if plain_json_strings(rest, base, out) {
+        return Ok(true);
     }
+    out.truncate(before);
     if let Ok(strings) = serde_json::from_str::<Vec<String>>(rest) {
-        return Ok(Some(strings));
+        out.extend(strings.into_iter().map(Text::Owned));
+        return Ok(true);
     }
     let Ok(values) = serde_json::from_str::<Vec<serde_json::Value>>(rest) else {
-        return Ok(None);
+        return Ok(false);
     };
-    values
+    let strings = values
         .into_iter()
         .map(|v| match v {
-            serde_json::Value::String(s) => Ok(s),
+            serde_json::Value::String(s) => Ok(Text::Owned(s)),
             _ => Err(ErrorKind::NotStringArray),
         })
-        .collect::<Result<_, _>>()
-        .map(Some)
+        .collect::<Result<Vec<_>, _>>()?;
+    out.extend(strings);
+    Ok(true)
 }
 
-/// `rest` as a JSON array of strings without escapes (the usual exec form), read
-/// without a JSON parser; `None` for anything else, which is left to serde_json.
-fn plain_json_strings(rest: &str) -> Option<Vec<String>> {
+/// Pushes the strings of `rest` to `out` as slices if it is a JSON array of strings
+/// without escapes (the usual exec form), read without a JSON parser; false for
+/// anything else, which is left to serde_json (what was pushed is then to be dropped).
+fn plain_json_strings(rest: &str, base: usize, out: &mut Vec<Text>) -> bool {
     let bytes = rest.as_bytes();
     let skip_space = |mut i: usize| {
         while bytes
@@ -248,137 +389,193 @@ fn plain_json_strings(rest: &str) -> Option<Vec<String>> {
         }
         i
     };
-    let mut strings = Vec::with_capacity(bytes.iter().filter(|&&b| b == b'"').count() / 2);
     if bytes.first() != Some(&b'[') {
-        return None;
+        return false;
     }
     let mut i = skip_space(1);
     if bytes.get(i) == Some(&b']') {
-        return (skip_space(i + 1) == bytes.len()).then_some(strings);
+        return skip_space(i + 1) == bytes.len();
     }
     loop {
         if bytes.get(i) != Some(&b'"') {
-            return None;
+            return false;
         }
         let start = i + 1;
-        let len = bytes[start..]
+        let Some(len) = bytes[start..]
             .iter()
-            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        else {
+            return false;
+        };
         if bytes[start + len] != b'"' {
-            return None;
+            return false;
         }
-        strings.push(rest[start..start + len].to_owned());
+        out.push(Text::Slice(base + start, base + start + len));
         i = skip_space(start + len + 1);
         match bytes.get(i) {
             Some(b',') => i = skip_space(i + 1),
-            Some(b']') => return (skip_space(i + 1) == bytes.len()).then_some(strings),
-            _ => return None,
+            Some(b']') => return skip_space(i + 1) == bytes.len(),
+            _ => return false,
         }
     }
 }
 
 /// BuildKit's `parseMaybeJSON`: a JSON array of strings, or the whole rest as one word.
-fn maybe_json(rest: &str) -> Result<(Vec<String>, bool), ErrorKind> {
+/// Returns whether it was JSON.
+fn maybe_json(rest: &str, base: usize, out: &mut Vec<Text>) -> Result<bool, ErrorKind> {
     if rest.is_empty() {
-        return Ok((Vec::new(), false));
+        return Ok(false);
     }
-    Ok(match parse_json(rest)? {
-        Some(args) => (args, true),
-        None => (vec![rest.to_owned()], false),
-    })
+    if parse_json(rest, base, out)? {
+        return Ok(true);
+    }
+    out.push(Text::Slice(base, base + rest.len()));
+    Ok(false)
 }
 
-fn split_whitespace(rest: &str) -> Vec<String> {
-    if rest.is_empty() {
-        return Vec::new();
+fn split_whitespace(rest: &str, base: usize, out: &mut Vec<Text>) {
+    let mut at = 0;
+    for word in rest.split(is_split_space) {
+        if !word.is_empty() {
+            out.push(Text::Slice(base + at, base + at + word.len()));
+        }
+        at += word.len() + 1;
     }
-    rest.split(is_split_space)
-        .filter(|w| !w.is_empty())
-        .map(str::to_owned)
-        .collect()
 }
 
-/// BuildKit's `parseWords`: whitespace-separated words, quotes and escapes kept. Each
-/// word is a slice of `rest` (only an escape character ending the input is dropped).
-pub(crate) fn words(rest: &str, escape: char) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut start: Option<usize> = None;
-    let mut blank_ok = false;
-    let mut quote: Option<char> = None;
-    let mut chars = rest.char_indices();
-    let mut end = rest.len();
-    while let Some((i, c)) = chars.next() {
-        match (quote, start) {
-            (None, None) if c.is_whitespace() => continue,
-            (None, Some(s)) if c.is_whitespace() => {
-                if blank_ok || i > s {
-                    out.push(&rest[s..i]);
+/// BuildKit's `parseWords`: whitespace-separated words, quotes and escapes kept, as
+/// byte ranges of the input (only an escape character ending the input is dropped).
+pub(crate) struct Words<'s> {
+    rest: &'s str,
+    chars: std::str::CharIndices<'s>,
+    escape: char,
+}
+
+impl<'s> Words<'s> {
+    pub(crate) fn new(rest: &'s str, escape: char) -> Words<'s> {
+        Words {
+            rest,
+            chars: rest.char_indices(),
+            escape,
+        }
+    }
+}
+
+impl Iterator for Words<'_> {
+    type Item = (usize, usize);
+
+    fn next(&mut self) -> Option<(usize, usize)> {
+        let mut start: Option<usize> = None;
+        let mut blank_ok = false;
+        let mut quote: Option<char> = None;
+        let mut end = self.rest.len();
+        while let Some((i, c)) = self.chars.next() {
+            match (quote, start) {
+                (None, None) if c.is_whitespace() => continue,
+                (None, Some(s)) if c.is_whitespace() => {
+                    if blank_ok || i > s {
+                        return Some((s, i));
+                    }
+                    start = None;
+                    blank_ok = false;
+                    continue;
                 }
-                start = None;
-                blank_ok = false;
-                continue;
+                _ => {}
             }
-            _ => {}
+            start.get_or_insert(i);
+            match quote {
+                None if c == '\'' || c == '"' => {
+                    quote = Some(c);
+                    blank_ok = true;
+                }
+                Some(q) if c == q => quote = None,
+                Some('\'') => {}
+                _ if c == self.escape && self.chars.next().is_none() => {
+                    end = i;
+                    quote = None;
+                }
+                _ => {}
+            }
         }
-        start.get_or_insert(i);
-        match quote {
-            None if c == '\'' || c == '"' => {
-                quote = Some(c);
-                blank_ok = true;
-            }
-            Some(q) if c == q => quote = None,
-            Some('\'') => {}
-            _ if c == escape && chars.next().is_none() => {
-                end = i;
-                quote = None;
-            }
-            _ => {}
+        match start {
+            Some(s) if blank_ok || end > s => Some((s, end)),
+            _ => None,
         }
     }
-    if let Some(s) = start
-        && (blank_ok || end > s)
-    {
-        out.push(&rest[s..end]);
-    }
-    out
 }
 
 /// BuildKit's `parseNameVal` for ENV and LABEL: `(key, value, separator)` triples.
 fn name_values(
     rest: &str,
+    base: usize,
     escape: char,
     instruction: &'static str,
-) -> Result<Vec<String>, ErrorKind> {
-    let words = words(rest, escape);
-    let Some(first) = words.first() else {
-        return Ok(Vec::new());
+    out: &mut Vec<Text>,
+) -> Result<(), ErrorKind> {
+    let mut words = Words::new(rest, escape).peekable();
+    let Some(&(first_start, first_end)) = words.peek() else {
+        return Ok(());
     };
-    if !first.contains('=') {
+    if !rest[first_start..first_end].contains('=') {
         let Some(split) = rest.find(is_split_space) else {
             return Err(ErrorKind::LegacyPairWithoutValue { instruction });
         };
         let value = rest[split..].trim_start_matches(is_split_space);
-        return Ok(vec![
-            rest[..split].to_owned(),
-            value.to_owned(),
-            String::new(),
+        out.extend([
+            Text::Slice(base, base + split),
+            Text::Slice(base + rest.len() - value.len(), base + rest.len()),
+            Text::Fixed(""),
         ]);
+        return Ok(());
     }
-    let mut out = Vec::with_capacity(words.len() * 3);
-    for word in words {
-        let Some((key, value)) = word.split_once('=') else {
+    for (start, end) in words {
+        let word = &rest[start..end];
+        let Some(eq) = word.find('=') else {
             return Err(ErrorKind::MissingEquals {
                 word: word.to_owned(),
             });
         };
-        out.extend([key.to_owned(), value.to_owned(), "=".to_owned()]);
+        let (start, eq) = (base + start, base + start + eq);
+        out.extend([
+            Text::Slice(start, eq),
+            Text::Slice(eq + 1, base + end),
+            Text::Fixed("="),
+        ]);
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn words(rest: &str, escape: char) -> Vec<&str> {
+        Words::new(rest, escape).map(|(s, e)| &rest[s..e]).collect()
+    }
+
+    fn texts(line: &str, out: &[Text]) -> Vec<String> {
+        out.iter().map(|t| t.get(line).to_owned()).collect()
+    }
+
+    fn name_values(
+        rest: &str,
+        escape: char,
+        instruction: &'static str,
+    ) -> Result<Vec<String>, ErrorKind> {
+        let mut out = Vec::new();
+        super::name_values(rest, 0, escape, instruction, &mut out)?;
+        Ok(texts(rest, &out))
+    }
+
+    fn parse_json(rest: &str) -> Result<Option<Vec<String>>, ErrorKind> {
+        let mut out = Vec::new();
+        Ok(super::parse_json(rest, 0, &mut out)?.then(|| texts(rest, &out)))
+    }
+
+    fn plain_json_strings(rest: &str) -> Option<Vec<String>> {
+        let mut out = Vec::new();
+        super::plain_json_strings(rest, 0, &mut out).then(|| texts(rest, &out))
+    }
 
     #[test]
     fn words_keep_quotes_and_escapes() {

@@ -16,7 +16,7 @@
 mod directives;
 mod dump;
 pub(crate) mod heredoc;
-mod line;
+pub(crate) mod line;
 
 use std::borrow::Cow;
 
@@ -25,9 +25,9 @@ use serde::Serialize;
 pub use directives::{CheckConfig, Directive};
 
 use crate::error::{ErrorKind, ParseError};
-use crate::span::{LineIndex, Span};
+use crate::span::{Columns, LineStart, Span};
 use directives::DirectiveScanner;
-use line::{LineContext, Logical};
+use line::{LineContext, Logical, RawHeredoc, RawNode};
 
 /// BuildKit's scanner refuses physical lines longer than this (its 64 KiB buffer, less
 /// the newline).
@@ -148,9 +148,18 @@ struct PhysLine<'a> {
     text: &'a str,
     /// Offset of `text` in the source.
     start: usize,
+    /// The line's number and where it starts (before any byte-order mark).
+    line: LineStart,
 }
 
-/// The physical lines of the input, cut where the [`LineIndex`] says lines start.
+impl PhysLine<'_> {
+    /// Offset one past `text`.
+    fn end(&self) -> usize {
+        self.start + self.text.len()
+    }
+}
+
+/// The physical lines of the input.
 struct Lines<'a> {
     src: &'a str,
     pos: usize,
@@ -159,18 +168,33 @@ struct Lines<'a> {
 }
 
 impl<'a> Lines<'a> {
-    fn next(&mut self, index: &LineIndex<'_>) -> Result<Option<PhysLine<'a>>, ParseError> {
+    /// Where the next line starts.
+    fn next_start(&self) -> LineStart {
+        LineStart {
+            number: self.count + 1,
+            offset: self.pos,
+        }
+    }
+
+    fn next(&mut self) -> Result<Option<PhysLine<'a>>, ParseError> {
         if self.pos >= self.src.len() {
             return Ok(None);
         }
+        let line = self.next_start();
         let start = self.pos;
-        let end = index
-            .line_start(self.count + 2)
-            .map_or(self.src.len(), |next| next - 1);
+        let end = self.src[start..]
+            .find('\n')
+            .map_or(self.src.len(), |i| start + i);
         if end - start > MAX_LINE_LEN {
             return Err(ParseError::new(
                 ErrorKind::LineTooLong { max: MAX_LINE_LEN },
-                index.span(start, start),
+                Span {
+                    line: line.number,
+                    column: 1,
+                    end_line: line.number,
+                    start,
+                    end: start,
+                },
             ));
         }
         self.pos = (end + 1).min(self.src.len());
@@ -183,9 +207,32 @@ impl<'a> Lines<'a> {
         }
         let text_start = end - text.len();
         Ok(Some(PhysLine {
-            text: text.trim_end_matches(['\r', '\n']),
+            text: text.trim_end_matches('\r'),
             start: text_start,
+            line,
         }))
+    }
+}
+
+/// The line of byte `end - 1`, where `end` is the end of the text of `last`, the last
+/// line read: that line, unless its text is empty and the byte is the line break before.
+fn line_before(end: usize, last: &PhysLine<'_>) -> usize {
+    if end > last.line.offset || last.line.number == 1 {
+        last.line.number
+    } else {
+        last.line.number - 1
+    }
+}
+
+/// `span` reaching on to `end`, the end of the text of `last`, if that is further.
+fn extend(span: Span, end: usize, last: &PhysLine<'_>) -> Span {
+    if end <= span.end {
+        return span;
+    }
+    Span {
+        end_line: line_before(end, last),
+        end,
+        ..span
     }
 }
 
@@ -210,9 +257,9 @@ fn trim_continuation(line: &str, escape: char) -> (&str, bool) {
 /// Parses Dockerfile text into raw nodes.
 pub fn parse_syntax(src: &str) -> Result<SyntaxTree, ParseError> {
     let mut reader = NodeReader::new(src);
-    let mut nodes = Vec::with_capacity(reader.index.line_count() / 2);
-    while let Some(node) = reader.next_node()? {
-        nodes.push(node);
+    let mut nodes = Vec::with_capacity(src.len() / 64);
+    while let Some(mut read) = reader.next_node()? {
+        nodes.push(read.to_node());
     }
     reader.finish()?;
     Ok(SyntaxTree {
@@ -225,7 +272,7 @@ pub fn parse_syntax(src: &str) -> Result<SyntaxTree, ParseError> {
 /// Reads the nodes of a Dockerfile one at a time, so that the typed layer can consume
 /// each as it is made instead of holding them all.
 pub(crate) struct NodeReader<'a> {
-    index: LineIndex<'a>,
+    columns: Columns<'a>,
     lines: Lines<'a>,
     scanner: DirectiveScanner,
     /// The directives found so far: all of them once the first node is read.
@@ -234,12 +281,66 @@ pub(crate) struct NodeReader<'a> {
     pub(crate) escape: char,
     /// Nodes read so far.
     count: usize,
+    /// The current instruction's logical line.
+    logical: Logical,
+    /// The current instruction.
+    node: RawNode,
+}
+
+/// The instruction a [`NodeReader`] has just read: the raw node, the logical line its
+/// text ranges point into, and the source its heredoc ranges point into.
+pub(crate) struct Read<'r> {
+    pub(crate) node: &'r mut RawNode,
+    pub(crate) line: &'r str,
+    pub(crate) src: &'r str,
+}
+
+impl Read<'_> {
+    /// The public node, its strings copied out.
+    pub(crate) fn to_node(&mut self) -> Node {
+        raw_to_node(self.node, self.line, self.src)
+    }
+}
+
+fn raw_to_node(raw: &mut RawNode, line: &str, src: &str) -> Node {
+    Node {
+        keyword: keyword_of(raw.keyword(line)),
+        flags: raw
+            .flags
+            .iter_mut()
+            .map(|f| Flag {
+                text: f.text.take(line),
+                span: f.span,
+            })
+            .collect(),
+        args: raw.args.iter_mut().map(|a| a.take(line)).collect(),
+        trigger: raw
+            .trigger
+            .as_mut()
+            .map(|t| Box::new(raw_to_node(t, line, src))),
+        json: raw.json,
+        heredocs: raw
+            .heredocs
+            .iter_mut()
+            .map(|d| Heredoc {
+                name: std::mem::take(&mut d.name),
+                fd: d.fd,
+                expand: d.expand,
+                chomp: d.chomp,
+                content: src[d.content.0..d.content.1].to_owned(),
+                span: d.span,
+            })
+            .collect(),
+        original: raw.original(line).to_owned(),
+        span: raw.span,
+        keyword_span: raw.keyword_span,
+    }
 }
 
 impl<'a> NodeReader<'a> {
     pub(crate) fn new(src: &'a str) -> NodeReader<'a> {
         NodeReader {
-            index: LineIndex::new(src),
+            columns: Columns::new(src),
             lines: Lines {
                 src,
                 pos: 0,
@@ -249,6 +350,8 @@ impl<'a> NodeReader<'a> {
             directives: Vec::new(),
             escape: '\\',
             count: 0,
+            logical: Logical::default(),
+            node: RawNode::default(),
         }
     }
 
@@ -257,21 +360,28 @@ impl<'a> NodeReader<'a> {
         match self.count {
             0 => Err(ParseError::new(
                 ErrorKind::NoInstructions,
-                self.index.span(0, 0),
+                Span {
+                    line: 1,
+                    column: 1,
+                    end_line: 1,
+                    start: 0,
+                    end: 0,
+                },
             )),
             _ => Ok(()),
         }
     }
 
     /// The next node, or `None` at the end of the input.
-    pub(crate) fn next_node(&mut self) -> Result<Option<Node>, ParseError> {
-        let index = &self.index;
+    pub(crate) fn next_node(&mut self) -> Result<Option<Read<'_>>, ParseError> {
+        let columns = &self.columns;
         let lines = &mut self.lines;
-        while let Some(first) = lines.next(index)? {
+        let src = lines.src;
+        while let Some(first) = lines.next()? {
             let token = first.text.trim_start();
             let token_start = first.start + (first.text.len() - token.len());
             if let Some(found) = self.scanner.scan(token) {
-                let span = index.span(token_start, token_start + token.len());
+                let span = columns.on_line(first.line, token_start, token_start + token.len());
                 record_directive(
                     &mut self.directives,
                     &mut self.escape,
@@ -281,7 +391,7 @@ impl<'a> NodeReader<'a> {
                 )?;
                 continue;
             }
-            if is_comment(token) {
+            if token.starts_with('#') {
                 continue;
             }
             let escape = self.escape;
@@ -289,37 +399,39 @@ impl<'a> NodeReader<'a> {
             if done && piece.is_empty() {
                 continue;
             }
-            let mut logical = Logical::new(piece, token_start);
-            let mut last_end = first.start + first.text.len();
+            let logical = &mut self.logical;
+            logical.reset(piece, token_start, first.line);
+            let mut last = first;
             while !done {
-                let Some(next) = lines.next(index)? else {
+                let Some(next) = lines.next()? else {
                     break;
                 };
-                last_end = next.start + next.text.len();
+                last = next;
                 if is_comment(next.text) || next.text.trim_start().is_empty() {
                     continue;
                 }
                 let (piece, end) = trim_continuation(next.text, escape);
-                logical.push(piece, next.start);
+                logical.push(src, piece, next.start, next.line);
                 done = end;
             }
             let ctx = LineContext {
-                logical: &logical,
-                index,
+                logical,
+                columns,
                 escape,
             };
-            let mut node = line::node_from_line(&ctx, &logical.text, 0)?;
-            let has_markers = logical.text.contains("<<");
-            node.original = logical.text;
-            if has_markers && node.can_contain_heredoc() {
-                for marker in heredoc::markers(&node.original) {
-                    let body_start = lines.pos;
+            let line = logical.text(src);
+            let node = &mut self.node;
+            line::node_from_line(&ctx, line, 0, node)?;
+            if line.contains("<<") && node.can_contain_heredoc(line) {
+                for marker in heredoc::markers(line) {
+                    let body_line = lines.next_start();
+                    let body_start = body_line.offset;
                     let mut body_end = body_start;
                     let terminated = loop {
-                        let Some(body) = lines.next(index)? else {
+                        let Some(body) = lines.next()? else {
                             break false;
                         };
-                        last_end = body.start + body.text.len();
+                        last = body;
                         let candidate = if marker.chomp {
                             body.text.trim_start_matches('\t')
                         } else {
@@ -336,19 +448,29 @@ impl<'a> NodeReader<'a> {
                             node.keyword_span,
                         ));
                     }
-                    node.heredocs.push(Heredoc {
+                    let end = last.end();
+                    node.heredocs.push(RawHeredoc {
                         name: marker.name,
                         fd: marker.fd,
                         expand: marker.expand,
                         chomp: marker.chomp,
-                        content: lines.src[body_start..body_end].to_owned(),
-                        span: index.span(body_start, last_end),
+                        content: (body_start, body_end),
+                        span: Span {
+                            line: body_line.number,
+                            column: columns.column(body_start, body_start),
+                            end_line: match end > body_start {
+                                true => line_before(end, &last),
+                                false => body_line.number,
+                            },
+                            start: body_start,
+                            end,
+                        },
                     });
                 }
             }
-            node.span = index.extend(node.span, last_end);
+            node.span = extend(node.span, last.end(), &last);
             self.count += 1;
-            return Ok(Some(node));
+            return Ok(Some(Read { node, line, src }));
         }
         Ok(None)
     }
@@ -393,17 +515,20 @@ fn record_directive(
     Ok(())
 }
 
-impl Node {
+impl RawNode {
     /// Whether heredoc markers on this line open heredocs: RUN, COPY and ADD in shell
     /// form, directly or as an ONBUILD trigger.
-    fn can_contain_heredoc(&self) -> bool {
-        let node = match (&self.trigger, self.keyword.eq_ignore_ascii_case("onbuild")) {
+    fn can_contain_heredoc(&self, line: &str) -> bool {
+        let node = match (
+            &self.trigger,
+            self.keyword(line).eq_ignore_ascii_case("onbuild"),
+        ) {
             (Some(trigger), true) => trigger,
             _ => self,
         };
         let mut buf = [0u8; KEYWORD_MAX];
         matches!(
-            lowercase_keyword(&node.keyword, &mut buf),
+            lowercase_keyword(node.keyword(line), &mut buf),
             "run" | "copy" | "add"
         ) && !node.json
     }
