@@ -5,14 +5,17 @@
 
 mod archive;
 mod build;
+mod check;
 mod debug;
 mod history;
 mod human;
 mod images;
 mod import;
 mod prune;
+mod registry;
 mod root;
 mod state;
+mod transfer;
 
 use std::io;
 use std::process::ExitCode;
@@ -26,6 +29,17 @@ struct Cli {
     /// Where kiln keeps images, layers and its cache.
     #[arg(long, global = true, env = "KILN_ROOT", value_name = "DIR")]
     root: Option<std::path::PathBuf>,
+
+    /// A registry (`host[:port]`) that may be reached over plain HTTP; loopback
+    /// registries always may. May be given several times.
+    #[arg(
+        long = "insecure-registry",
+        global = true,
+        env = "KILN_INSECURE_REGISTRIES",
+        value_delimiter = ',',
+        value_name = "HOST"
+    )]
+    insecure_registries: Vec<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -58,11 +72,23 @@ enum Command {
     Load(archive::LoadArgs),
     /// Make a one-layer image from a root filesystem tarball.
     Import(import::ImportArgs),
+    /// Look after the store: `kiln store check [--repair]`.
+    #[command(subcommand)]
+    Store(check::StoreCommand),
+    /// Download an image from a registry.
+    Pull(registry::PullArgs),
+    /// Upload an image to a registry.
+    Push(registry::PushArgs),
+    /// Save credentials for a registry (in Docker's config file).
+    Login(registry::LoginArgs),
+    /// Remove the saved credentials for a registry.
+    Logout(registry::LogoutArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let root = root::resolve(cli.root);
+    registry::set_insecure(cli.insecure_registries);
     let result = match cli.command {
         Command::Build(args) => build::run(&root, *args),
         Command::Debug(cmd) => debug::run(cmd),
@@ -76,6 +102,11 @@ fn main() -> ExitCode {
         Command::Save(args) => archive::save(&root, args),
         Command::Load(args) => archive::load(&root, args),
         Command::Import(args) => import::run(&root, args),
+        Command::Store(cmd) => check::run(&root, cmd),
+        Command::Pull(args) => registry::pull_command(&root, args),
+        Command::Push(args) => registry::push_command(&root, args),
+        Command::Login(args) => registry::login(args),
+        Command::Logout(args) => registry::logout(args),
     };
     match result {
         Ok(code) => code,

@@ -24,8 +24,14 @@ use crate::state::{display_name, store_image};
 /// `--output`.
 #[derive(Debug)]
 pub enum Output {
-    /// Into the image store, under these names (none: untagged).
-    Image(Vec<ImageRef>),
+    /// Into the image store, under these names (none: untagged), and pushed to their
+    /// registries when `push` is set.
+    Image {
+        /// The names.
+        names: Vec<ImageRef>,
+        /// Whether the image is pushed too.
+        push: bool,
+    },
     /// An archive file: OCI layout or `docker load` format.
     Archive {
         /// Which format.
@@ -42,27 +48,51 @@ pub enum Output {
 }
 
 impl Output {
-    /// Parses `--output` (`type=image`, `type=oci|docker|tar,dest=FILE`,
-    /// `type=local,dest=DIR`).
-    pub fn parse(spec: Option<&str>, names: Vec<ImageRef>) -> anyhow::Result<Output> {
+    /// Parses `--output` (`type=image[,name=NAME][,push=true]`, `type=registry,name=NAME`,
+    /// `type=oci|docker|tar,dest=FILE`, `type=local,dest=DIR`); `-t` names and `--push`
+    /// add to an image output.
+    pub fn parse(
+        spec: Option<&str>,
+        mut names: Vec<ImageRef>,
+        push: bool,
+    ) -> anyhow::Result<Output> {
         let Some(spec) = spec else {
-            return Ok(Output::Image(names));
+            return Ok(Output::Image { names, push });
         };
         let mut kind = None;
         let mut dest = None;
+        let mut push_field = None;
         for field in spec.split(',') {
             match field.split_once('=') {
                 Some(("type", v)) => kind = Some(v.to_owned()),
                 Some(("dest", v)) => dest = Some(PathBuf::from(v)),
+                Some(("name", v)) => names.push(
+                    v.parse()
+                        .with_context(|| format!("--output {spec:?}: name {v:?}"))?,
+                ),
+                Some(("push", v)) => {
+                    push_field = Some(match v {
+                        "true" => true,
+                        "false" => false,
+                        _ => bail!("--output {spec:?}: push={v}: expected true or false"),
+                    })
+                }
                 _ => bail!("--output {spec:?}: unknown field {field:?}"),
             }
+        }
+        if push_field.is_some() && !matches!(kind.as_deref(), None | Some("image")) {
+            bail!("--output {spec:?}: push= applies to type=image");
         }
         let need_dest = |what: &str| {
             dest.clone()
                 .with_context(|| format!("--output type={what} needs dest=FILE"))
         };
         Ok(match kind.as_deref() {
-            None | Some("image") => Output::Image(names),
+            None | Some("image") => Output::Image {
+                names,
+                push: push || push_field == Some(true),
+            },
+            Some("registry") => Output::Image { names, push: true },
             Some("oci") => Output::Archive {
                 format: ArchiveFormat::Oci,
                 dest: need_dest("oci")?,
@@ -179,12 +209,14 @@ pub struct Exported {
 }
 
 /// Writes the image — `image` as lowered, over the layers of `target`, with the
-/// history entries of `steps` that turned out empty marked so — and sends it to `output`.
+/// history entries of `steps` that turned out empty marked so, carrying `inline_cache`
+/// (`--cache-to type=inline`) — and sends it to `output`.
 pub fn export(
     parts: &WorkerParts,
     lowered: &LoweredImage<'_>,
     results: &BTreeMap<VertexId, StateRef>,
     output: &Output,
+    inline_cache: Option<serde_json::Value>,
 ) -> anyhow::Result<Exported> {
     let LoweredImage {
         image,
@@ -196,6 +228,8 @@ pub fn export(
     let state = |id: &VertexId| chain(results, id);
     let layers = state(&target)?;
     let mut config = image.clone();
+    // A base image's inline cache describes the base, not this image.
+    config.inline_cache = inline_cache;
     for step in steps {
         let after = state(&step.vertex)?.len();
         let before = match &step.parent {
@@ -229,7 +263,7 @@ pub fn export(
     let manifest = store_image(content, &config, descriptors)?;
     let config_digest = manifest.config.clone();
     let names = match output {
-        Output::Image(names) => {
+        Output::Image { names, .. } => {
             let images = ImageStore::open(parts.store.root());
             images.update(|all| -> anyhow::Result<()> {
                 if names.is_empty() {

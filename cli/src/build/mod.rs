@@ -8,7 +8,8 @@
 mod download;
 mod export;
 mod fileop;
-mod progress;
+pub(crate) mod progress;
+mod remote;
 mod resolver;
 mod secrets;
 mod worker;
@@ -31,12 +32,15 @@ use kiln_solver::lower::{LowerOptions, Lowered, lower};
 use kiln_solver::op::NetworkMode;
 use kiln_solver::{SolveError, SolveOptions, Solver};
 
+use crate::registry;
 use crate::state::State;
+use crate::transfer::TransferDisplay;
 use export::{LoweredImage, Output};
 use progress::{Progress, ProgressMode};
-use resolver::StoreResolver;
+use remote::RemoteCaches;
+use resolver::{Puller, StoreResolver};
 use secrets::Secrets;
-use worker::{BuildContext, LocalWorker, StepError, WorkerParts};
+use worker::{BuildContext, LocalWorker, StateRef, StepError, WorkerParts};
 
 /// Arguments of `kiln build`.
 #[derive(clap::Args)]
@@ -97,6 +101,24 @@ pub struct BuildArgs {
     /// `type=local,dest=DIR`.
     #[arg(short = 'o', long = "output", value_name = "SPEC")]
     output: Option<String>,
+
+    /// Pushes the image to its registry under every `-t` name.
+    #[arg(long)]
+    push: bool,
+
+    /// Asks the registry for the newest base images even when the store has them.
+    #[arg(long)]
+    pull: bool,
+
+    /// Reads cache records from a registry or an OCI layout: `type=registry,ref=NAME`,
+    /// `type=local,src=DIR[,tag=T]`, or a bare image name. May be given several times.
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    cache_from: Vec<String>,
+
+    /// Writes this build's cache records: `type=registry,ref=NAME[,mode=min|max]`,
+    /// `type=local,dest=DIR[,tag=T][,mode=min|max]` or `type=inline`.
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    cache_to: Vec<String>,
 
     /// How many steps may run at once.
     #[arg(long)]
@@ -191,7 +213,20 @@ async fn build(root: &Path, args: BuildArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|t| t.parse::<ImageRef>().with_context(|| format!("-t {t}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let output = Output::parse(args.output.as_deref(), tags)?;
+    let output = Output::parse(args.output.as_deref(), tags, args.push)?;
+    let mut cache_exports = Vec::new();
+    let mut inline_cache = false;
+    for spec in &args.cache_to {
+        match remote::parse_cache_to(spec)? {
+            Some(export) => cache_exports.push(export),
+            None => inline_cache = true,
+        }
+    }
+    let cache_imports = args
+        .cache_from
+        .iter()
+        .map(|spec| remote::parse_cache_from(spec))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let options = LowerOptions {
         build_args: parse_build_args(&args.build_args)?,
         target: args.target.clone(),
@@ -212,7 +247,25 @@ async fn build(root: &Path, args: BuildArgs) -> anyhow::Result<ExitCode> {
     };
 
     let state = State::open(root)?;
-    let resolver = StoreResolver::new(&state);
+    let progress = Arc::new(Progress::new(if args.quiet {
+        ProgressMode::Quiet
+    } else {
+        args.progress
+    }));
+    let transfers = Arc::new(TransferDisplay::attached(
+        progress.mode(),
+        "pull",
+        progress.multi(),
+    ));
+    let client = registry::client()?;
+    let resolver = StoreResolver::new(
+        &state,
+        Some(Puller {
+            client: client.clone(),
+            display: Arc::clone(&transfers),
+            always: args.pull,
+        }),
+    );
     let Lowered {
         graph,
         target,
@@ -225,11 +278,9 @@ async fn build(root: &Path, args: BuildArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| dockerfile_name.clone())?;
 
-    let progress = Arc::new(Progress::new(if args.quiet {
-        ProgressMode::Quiet
-    } else {
-        args.progress
-    }));
+    let remote = Arc::new(
+        RemoteCaches::load(&cache_imports, Some(client.clone()), Arc::clone(&transfers)).await?,
+    );
     let cancel = CancelToken::new();
     let executor_dir = root.join("executor-v1");
     let executor = RuncExecutor::new(&executor_dir).with_runtime_binary(&args.runtime);
@@ -270,6 +321,8 @@ async fn build(root: &Path, args: BuildArgs) -> anyhow::Result<ExitCode> {
         cancel: cancel.clone(),
         secrets: Secrets::parse(&args.secrets)?,
         cache_mounts: root.join("cachemounts-v1"),
+        remote: Arc::clone(&remote),
+        solved: Default::default(),
         store: state.store,
     };
     let worker = Arc::new(LocalWorker::new(parts));
@@ -335,7 +388,57 @@ async fn build(root: &Path, args: BuildArgs) -> anyhow::Result<ExitCode> {
         inherited_history,
         epoch: options.epoch,
     };
-    let image = export::export(worker.parts(), &lowered, &results, &output)?;
+    if let Some(StateRef::Layers(layers)) = results.get(&target) {
+        remote
+            .fetch_layers(worker.parts().store.content(), layers)
+            .await?;
+    }
+    let inline = match results.get(&target) {
+        Some(StateRef::Layers(layers)) if inline_cache => Some(serde_json::to_value(
+            kiln_cache::remote::encode_inline(worker.parts().solved_records(), layers),
+        )?),
+        _ => None,
+    };
+    let image = export::export(worker.parts(), &lowered, &results, &output, inline)?;
+    let parts = worker.parts();
+    let content = parts.store.content();
+    remote
+        .remember_hits(content, &parts.index)
+        .context("keeping the cache records found remotely")?;
+    if !cache_exports.is_empty() {
+        let solved = parts.solved_records();
+        let final_layers = results
+            .get(&target)
+            .map(|r| r.layers().map(<[_]>::to_vec))
+            .transpose()?
+            .unwrap_or_default();
+        for export in &cache_exports {
+            let digest = remote::export(
+                export,
+                solved.clone(),
+                &final_layers,
+                content,
+                &remote,
+                Some(&client),
+            )
+            .await
+            .with_context(|| format!("exporting the cache to {}", export.location))?;
+            progress.println(&format!(
+                "exporting cache to {} ({digest}) done",
+                export.location
+            ));
+        }
+    }
+    if let Output::Image { names, push: true } = &output {
+        if names.is_empty() {
+            bail!("--push needs a name for the image (-t NAME)");
+        }
+        let pushes = TransferDisplay::attached(progress.mode(), "push", progress.multi());
+        for name in names {
+            let digest = registry::push(content, &client, name, &image.manifest, &pushes).await?;
+            progress.println(&format!("pushing {name} ({digest}) done"));
+        }
+    }
     if let Some(path) = &args.iidfile {
         fs::write(path, image.config.to_string())
             .with_context(|| format!("writing {}", path.display()))?;

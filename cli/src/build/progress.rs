@@ -35,7 +35,8 @@ pub enum ProgressMode {
 }
 
 impl ProgressMode {
-    fn resolve(self) -> ProgressMode {
+    /// `auto` decided for this process's stderr.
+    pub fn resolve(self) -> ProgressMode {
         match self {
             ProgressMode::Auto
                 if io::stderr().is_terminal() && std::env::var_os("CI").is_none() =>
@@ -84,6 +85,16 @@ impl Progress {
             }),
             multi,
         }
+    }
+
+    /// The mode, resolved.
+    pub fn mode(&self) -> ProgressMode {
+        self.mode
+    }
+
+    /// The live view's bars, in `tty` mode, for other displays to join.
+    pub fn multi(&self) -> Option<MultiProgress> {
+        self.multi.clone()
     }
 
     /// Shows a step changing status.

@@ -1,20 +1,66 @@
-//! Base images for `FROM` and `COPY --from`, found in the local image store.
+//! Base images for `FROM` and `COPY --from`: found in the local image store, or pulled
+//! from their registry when they are not there (or always, with `--pull`).
 
 use kiln_image::oci_spec::image::ImageManifest;
 use kiln_image::{BlobRead, Digest, ImageConfig, ImageRef, Platform};
 use kiln_solver::lower::{ImageResolver, ResolveError, ResolvedImage};
 
-use crate::state::State;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
-/// Resolves image references against the local store.
+use kiln_image::registry::RegistryClient;
+
+use crate::registry;
+use crate::state::State;
+use crate::transfer::TransferDisplay;
+
+/// How a resolver reaches registries.
+pub struct Puller {
+    /// The client.
+    pub client: RegistryClient,
+    /// Where transfers are shown.
+    pub display: Arc<TransferDisplay>,
+    /// `--pull`: resolve tags in the registry even when the store has them.
+    pub always: bool,
+}
+
+/// Resolves image references against the local store, pulling what is missing.
 pub struct StoreResolver<'a> {
     state: &'a State,
+    puller: Option<Puller>,
+    /// References pulled by this build, so `--pull` asks the registry once per name.
+    pulled: Mutex<HashSet<ImageRef>>,
 }
 
 impl<'a> StoreResolver<'a> {
-    /// A resolver over `state`.
-    pub fn new(state: &'a State) -> StoreResolver<'a> {
-        StoreResolver { state }
+    /// A resolver over `state`; with a puller, missing images are pulled.
+    pub fn new(state: &'a State, puller: Option<Puller>) -> StoreResolver<'a> {
+        StoreResolver {
+            state,
+            puller,
+            pulled: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Whether `reference` must be pulled before it is looked up in the store.
+    fn needs_pull(&self, reference: &ImageRef) -> bool {
+        let Some(puller) = &self.puller else {
+            return false;
+        };
+        if self
+            .pulled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(reference)
+        {
+            return false;
+        }
+        let stored = match self.find(reference) {
+            Ok(_) => true,
+            Err(ResolveError::NotFound { .. }) => false,
+            Err(_) => false,
+        };
+        !stored || (puller.always && reference.digest().is_none())
     }
 
     fn find(&self, reference: &ImageRef) -> Result<ResolvedImage, ResolveError> {
@@ -61,8 +107,30 @@ impl ImageResolver for StoreResolver<'_> {
     async fn resolve(
         &self,
         reference: &ImageRef,
-        _platform: &Platform,
+        platform: &Platform,
     ) -> Result<ResolvedImage, ResolveError> {
+        if let Some(puller) = self.puller.as_ref().filter(|_| self.needs_pull(reference)) {
+            puller
+                .display
+                .println(&format!("pulling {reference} for {platform}"));
+            registry::pull(
+                self.state.store.content(),
+                &self.state.images,
+                &puller.client,
+                reference,
+                platform,
+                &puller.display,
+            )
+            .await
+            .map_err(|source| ResolveError::Backend {
+                reference: reference.to_string(),
+                source: source.into(),
+            })?;
+            self.pulled
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(reference.clone());
+        }
         self.find(reference)
     }
 }

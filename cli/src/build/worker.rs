@@ -10,7 +10,7 @@
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context as _, bail};
 use kiln_cache::context::{ContextTree, IgnoreMatcher, Selection, StatCache, checksum};
@@ -30,6 +30,7 @@ use kiln_solver::{CacheKey, Selector, Vertex, VertexId, Worker};
 use super::download;
 use super::fileop;
 use super::progress::Progress;
+use super::remote::RemoteCaches;
 use super::secrets::Secrets;
 use super::workspace::Workspace;
 
@@ -84,6 +85,10 @@ pub struct WorkerParts {
     pub secrets: Secrets,
     /// Host directories behind `RUN --mount=type=cache`.
     pub cache_mounts: PathBuf,
+    /// The `--cache-from` caches.
+    pub remote: Arc<RemoteCaches>,
+    /// The cache records of the steps solved so far (hits and runs), for `--cache-to`.
+    pub solved: Mutex<Vec<(Digest, CacheRecord)>>,
 }
 
 /// The local worker.
@@ -158,7 +163,8 @@ impl Worker for LocalWorker {
         let parts = Arc::clone(&self.parts);
         let op = vertex.op.clone();
         let key = key.clone();
-        blocking(move || parts.execute(id, &op, &key, inputs)).await
+        let reuse = !vertex.meta.ignore_cache;
+        blocking(move || parts.execute(id, &op, &key, inputs, reuse)).await
     }
 }
 
@@ -229,25 +235,63 @@ impl WorkerParts {
     }
 
     fn lookup(&self, key: &CacheKey) -> anyhow::Result<Option<StateRef>> {
-        let Some(record) = self.index.get(key.digest())? else {
+        let content = self.store.content();
+        let local = self
+            .index
+            .get(key.digest())?
+            // A record whose blob was collected since is stale.
+            .filter(|record| record.layers.iter().all(|l| content.contains(&l.blob)));
+        // A remote record's blobs are fetched when something needs their bytes.
+        let Some(record) = local.or_else(|| self.remote.lookup(key.digest())) else {
             return Ok(None);
         };
-        let content = self.store.content();
-        if record.layers.iter().all(|l| content.contains(&l.blob)) {
-            Ok(Some(StateRef::Layers(Arc::new(record.layers))))
-        } else {
-            // A blob was collected since: the record is stale, run the step again.
-            Ok(None)
-        }
+        self.note_solved(key, &record);
+        Ok(Some(StateRef::Layers(Arc::new(record.layers))))
     }
 
+    /// Remembers a solved step's record for `--cache-to`.
+    fn note_solved(&self, key: &CacheKey, record: &CacheRecord) {
+        self.solved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((key.digest().clone(), record.clone()));
+    }
+
+    /// The records of the steps solved so far.
+    pub fn solved_records(&self) -> Vec<(Digest, CacheRecord)> {
+        self.solved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Runs a step whose key missed the cache. Unless the step ignores the cache
+    /// (`reuse` false), it first takes the key's step lock, so that of the builds on
+    /// this root that miss the same key at once only one runs it; the others, once the
+    /// lock is theirs, find its record and use it.
     fn execute(
         &self,
         id: VertexId,
         op: &Op,
         key: &CacheKey,
         inputs: Vec<StateRef>,
+        reuse: bool,
     ) -> anyhow::Result<StateRef> {
+        let _turn = match op {
+            Op::Source(_) => None,
+            _ if !reuse => None,
+            _ => {
+                let turn = self
+                    .store
+                    .step_locks()?
+                    .lock(key.digest(), || !self.cancel.is_cancelled())?
+                    .context("cancelled while another build ran the same step")?;
+                if let Some(done) = self.lookup(key)? {
+                    return Ok(done);
+                }
+                Some(turn)
+            }
+        };
         let result = match op {
             Op::Source(SourceOp::Scratch) => return Ok(StateRef::Layers(Arc::new(Vec::new()))),
             Op::Source(SourceOp::Local { .. }) => return Ok(StateRef::Context),
@@ -265,6 +309,7 @@ impl WorkerParts {
                 created: now(),
             };
             self.index.put(key.digest(), &record)?;
+            self.note_solved(key, &record);
         }
         Ok(result)
     }
@@ -330,6 +375,8 @@ impl WorkerParts {
         let scratch = self.snapshots.scratch()?;
         let tree = scratch.path().join("tree");
         fs::create_dir(&tree)?;
+        self.remote
+            .fetch_missing(content, std::slice::from_ref(layer))?;
         let blob = content.open_blob(&layer.blob)?;
         apply_layer(
             std::io::BufReader::new(blob),
@@ -397,6 +444,7 @@ impl WorkerParts {
                 diff_id: l.diff_id.clone(),
             })
             .collect();
+        self.remote.fetch_missing(self.store.content(), layers)?;
         let info = self.snapshots.prepare(self.store.content(), &refs)?;
         Ok(self.snapshots.lowerdirs(&info.chain_id)?)
     }

@@ -9,10 +9,10 @@ use crate::support::Kiln;
 const BUSYBOX: &str = "/bin/busybox";
 
 /// The first lines of every test Dockerfile: a busybox base made from scratch.
-const BASE: &str = "FROM scratch AS base\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n";
+pub(crate) const BASE: &str = "FROM scratch AS base\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n";
 
 /// A build context holding busybox and `files`.
-fn context(kiln: &Kiln, dockerfile: &str, files: &[(&str, &str)]) -> std::path::PathBuf {
+pub(crate) fn context(kiln: &Kiln, dockerfile: &str, files: &[(&str, &str)]) -> std::path::PathBuf {
     assert!(
         Path::new(BUSYBOX).exists(),
         "{BUSYBOX} is missing: install Debian's busybox-static"
@@ -35,13 +35,15 @@ fn write(dir: &Path, name: &str, content: &str) {
 }
 
 /// One build's outcome: the image ID and the steps that ran (not cached).
-struct Built {
-    id: String,
-    ran: Vec<String>,
-    cached: Vec<String>,
+pub(crate) struct Built {
+    pub id: String,
+    pub ran: Vec<String>,
+    pub cached: Vec<String>,
+    /// What kiln printed on standard error.
+    pub stderr: String,
 }
 
-fn build(kiln: &Kiln, ctx: &Path, extra: &[&str]) -> Built {
+pub(crate) fn build(kiln: &Kiln, ctx: &Path, extra: &[&str]) -> Built {
     let iid = kiln.dir.path().join("iid");
     let mut args = vec![
         "build",
@@ -78,6 +80,7 @@ fn build(kiln: &Kiln, ctx: &Path, extra: &[&str]) -> Built {
         id: read(&iid),
         ran: ran.into_iter().filter(is_step).collect(),
         cached: cached.into_iter().filter(is_step).collect(),
+        stderr,
     }
 }
 
@@ -91,7 +94,7 @@ fn build_local(kiln: &Kiln, ctx: &Path, extra: &[&str]) -> std::path::PathBuf {
     out
 }
 
-fn read(path: &Path) -> String {
+pub(crate) fn read(path: &Path) -> String {
     fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 

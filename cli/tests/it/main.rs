@@ -5,5 +5,10 @@ mod build;
 mod compat;
 mod debug_expand;
 mod debug_parse;
+mod hostile;
 mod images;
+mod registry;
+#[path = "../../../image/tests/support/registry.rs"]
+mod registry_support;
+mod reliability;
 mod support;

@@ -1,0 +1,295 @@
+//! `kiln pull`, `kiln push`, `kiln login`, `kiln logout`, and the registry client the
+//! other commands share.
+//!
+//! Credentials come from Docker's config file (`$DOCKER_CONFIG/config.json`, else
+//! `~/.docker/config.json`) and its credential helpers, so a `docker login` works for
+//! kiln and the other way round. Plain HTTP is used only for loopback registries and
+//! those named with `--insecure-registry`.
+
+use std::io::{self, BufRead, IsTerminal};
+use std::process::ExitCode;
+use std::sync::{Arc, OnceLock};
+
+use anyhow::{Context as _, bail};
+use jiff::Timestamp;
+use kiln_cache::ContentStore;
+use kiln_image::registry::{
+    ClientOptions, Credentials, RegistryClient, erase_credentials, pull_image, push_image,
+    store_credentials,
+};
+use kiln_image::store::{ImageStore, ImageTarget};
+use kiln_image::{ImageRef, Platform};
+
+use crate::build::progress::ProgressMode;
+use crate::state::{State, display_name};
+use crate::transfer::TransferDisplay;
+
+static INSECURE: OnceLock<Vec<String>> = OnceLock::new();
+
+/// Records the registries named with `--insecure-registry` for this process.
+pub fn set_insecure(registries: Vec<String>) {
+    let _ = INSECURE.set(registries);
+}
+
+/// A client with the process's settings: Docker's credentials, the insecure registries.
+pub fn client() -> anyhow::Result<RegistryClient> {
+    let options = ClientOptions {
+        insecure_registries: INSECURE.get().cloned().unwrap_or_default(),
+        credentials: Credentials::docker_config(),
+        ..ClientOptions::default()
+    };
+    RegistryClient::new(options).context("setting up the registry client")
+}
+
+/// A runtime for the commands that talk to registries outside a build.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Arguments of `kiln pull`.
+#[derive(clap::Args)]
+pub struct PullArgs {
+    /// The platform to pull when the name has several (default: this machine's).
+    #[arg(long)]
+    platform: Option<String>,
+
+    /// How progress is shown.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    progress: ProgressMode,
+
+    /// Prints only the image's name.
+    #[arg(short = 'q', long)]
+    quiet: bool,
+
+    /// The image: `registry/repository[:tag|@digest]`.
+    name: String,
+}
+
+/// Pulls `reference` into the store and names it; returns the stored image.
+pub async fn pull(
+    content: &ContentStore,
+    images: &ImageStore,
+    client: &RegistryClient,
+    reference: &ImageRef,
+    platform: &Platform,
+    display: &TransferDisplay,
+) -> anyhow::Result<ImageTarget> {
+    let store = Arc::new(content.clone());
+    let pulled = pull_image(client, reference, platform, store, display)
+        .await
+        .with_context(|| format!("pulling {reference}"))?;
+    let target = ImageTarget {
+        media_type: pulled.manifest.media_type.as_str().into(),
+        digest: pulled.manifest.digest.clone(),
+        size: pulled.manifest.bytes.len() as u64,
+        config: pulled.config.clone(),
+    };
+    images.update(|images| -> anyhow::Result<()> {
+        if reference.tag().is_some() {
+            images.tag(reference.clone(), target.clone(), Timestamp::now())?;
+        } else {
+            images.add_untagged(target.clone(), Timestamp::now());
+        }
+        Ok(())
+    })?;
+    Ok(target)
+}
+
+/// Runs `kiln pull`.
+pub fn pull_command(root: &std::path::Path, args: PullArgs) -> anyhow::Result<ExitCode> {
+    let reference: ImageRef = args
+        .name
+        .parse()
+        .with_context(|| format!("image name {:?}", args.name))?;
+    let platform = match &args.platform {
+        Some(p) => p.parse().with_context(|| format!("--platform {p}"))?,
+        None => Platform::host(),
+    };
+    let state = State::open(root)?;
+    let mode = if args.quiet {
+        ProgressMode::Quiet
+    } else {
+        args.progress
+    };
+    let display = TransferDisplay::new(mode, "pull");
+    let client = client()?;
+    let target = runtime()?.block_on(pull(
+        state.store.content(),
+        &state.images,
+        &client,
+        &reference,
+        &platform,
+        &display,
+    ))?;
+    if args.quiet {
+        println!("{}", display_name(&reference));
+    } else {
+        println!("Digest: {}", target.digest);
+        println!(
+            "Status: image is up to date for {}",
+            display_name(&reference)
+        );
+        println!("{reference}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Arguments of `kiln push`.
+#[derive(clap::Args)]
+pub struct PushArgs {
+    /// How progress is shown.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    progress: ProgressMode,
+
+    /// Prints only the pushed manifest's digest.
+    #[arg(short = 'q', long)]
+    quiet: bool,
+
+    /// The image to push, named for its registry: `registry/repository[:tag]`.
+    name: String,
+
+    /// Push it under this name instead (the local image keeps its name).
+    destination: Option<String>,
+}
+
+/// Pushes the stored image `manifest` as `reference`; returns the pushed digest.
+pub async fn push(
+    content: &ContentStore,
+    client: &RegistryClient,
+    reference: &ImageRef,
+    manifest: &kiln_image::Digest,
+    display: &TransferDisplay,
+) -> anyhow::Result<kiln_image::Digest> {
+    let store = Arc::new(content.clone());
+    push_image(client, reference, manifest, store, display)
+        .await
+        .with_context(|| format!("pushing {reference}"))
+}
+
+/// Runs `kiln push`.
+pub fn push_command(root: &std::path::Path, args: PushArgs) -> anyhow::Result<ExitCode> {
+    let state = State::open(root)?;
+    let resolved = state.resolve(&args.name)?;
+    let destination = args.destination.as_deref().unwrap_or(&args.name);
+    let reference: ImageRef = destination
+        .parse()
+        .with_context(|| format!("image name {destination:?}"))?;
+    let mode = if args.quiet {
+        ProgressMode::Quiet
+    } else {
+        args.progress
+    };
+    let display = TransferDisplay::new(mode, "push");
+    let client = client()?;
+    let digest = runtime()?.block_on(push(
+        state.store.content(),
+        &client,
+        &reference,
+        &resolved.image.digest,
+        &display,
+    ))?;
+    if args.quiet {
+        println!("{digest}");
+    } else {
+        println!(
+            "{}: digest: {digest} size: {}",
+            reference.tag().unwrap_or("latest"),
+            resolved.image.size
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Arguments of `kiln login`.
+#[derive(clap::Args)]
+pub struct LoginArgs {
+    /// The user name.
+    #[arg(short = 'u', long)]
+    username: Option<String>,
+
+    /// The password (prefer --password-stdin: command lines are visible to others).
+    #[arg(short = 'p', long)]
+    password: Option<String>,
+
+    /// Reads the password from standard input.
+    #[arg(long)]
+    password_stdin: bool,
+
+    /// The registry (`host[:port]`).
+    server: String,
+}
+
+/// The registry host a `login`/`logout` argument names (a URL or `host[:port]`).
+fn server_host(server: &str) -> String {
+    let s = server
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
+    s.split('/').next().unwrap_or(s).to_owned()
+}
+
+/// Runs `kiln login`.
+pub fn login(args: LoginArgs) -> anyhow::Result<ExitCode> {
+    let host = server_host(&args.server);
+    if host.is_empty() {
+        bail!("login: no registry named");
+    }
+    let username = match args.username {
+        Some(u) => u,
+        None => bail!("login: give the user name with -u"),
+    };
+    let password = match (args.password, args.password_stdin) {
+        (Some(_), true) => bail!("login: --password and --password-stdin are exclusive"),
+        (Some(p), false) => p,
+        (None, true) => {
+            let mut line = String::new();
+            io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .context("reading the password from standard input")?;
+            line.trim_end_matches(['\n', '\r']).to_owned()
+        }
+        (None, false) if io::stdin().is_terminal() => {
+            bail!("login: give the password with --password-stdin (or -p)")
+        }
+        (None, false) => bail!("login: give the password with --password-stdin"),
+    };
+    if password.is_empty() {
+        bail!("login: the password is empty");
+    }
+    let options = ClientOptions {
+        insecure_registries: INSECURE.get().cloned().unwrap_or_default(),
+        credentials: Credentials::basic(&host, &username, &password),
+        ..ClientOptions::default()
+    };
+    let client = RegistryClient::new(options).context("setting up the registry client")?;
+    runtime()?
+        .block_on(client.check_auth(&host))
+        .with_context(|| format!("logging in to {host}"))?;
+    store_credentials(None, &host, &username, &password)
+        .with_context(|| format!("saving the credentials for {host}"))?;
+    println!("Login Succeeded");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Arguments of `kiln logout`.
+#[derive(clap::Args)]
+pub struct LogoutArgs {
+    /// The registry (`host[:port]`).
+    server: String,
+}
+
+/// Runs `kiln logout`.
+pub fn logout(args: LogoutArgs) -> anyhow::Result<ExitCode> {
+    let host = server_host(&args.server);
+    if erase_credentials(None, &host)
+        .with_context(|| format!("removing the credentials for {host}"))?
+    {
+        println!("Removing login credentials for {host}");
+    } else {
+        println!("Not logged in to {host}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,313 @@
+//! Registries end to end: push and pull beside skopeo and Docker, `FROM` pulling, logins,
+//! and the CI story — a cache written by one store makes a build on an empty store run
+//! nothing and give the same image. Every registry is Debian's `docker-registry` on
+//! 127.0.0.1, started by the test.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::build::{BASE, Built, build, context, read};
+use crate::registry_support::TestRegistry as Registry;
+use crate::support::{Dockerd, Kiln, require};
+
+/// The manifest digest a build wrote with `--metadata-file`.
+fn built_digest(kiln: &Kiln, ctx: &Path, extra: &[&str]) -> (Built, String) {
+    let meta = kiln.dir.path().join("metadata.json");
+    let mut args = vec!["--metadata-file", meta.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let built = build(kiln, ctx, &args);
+    let meta: serde_json::Value = serde_json::from_str(&read(&meta)).unwrap();
+    let digest = meta["containerimage.digest"].as_str().unwrap().to_owned();
+    (built, digest)
+}
+
+fn skopeo(args: &[&str]) -> String {
+    require("skopeo", "skopeo");
+    let out = Command::new("skopeo").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn kiln_pushes_what_skopeo_and_docker_pull_and_pulls_what_docker_pushes() {
+    let registry = Registry::start();
+    let host = registry.host();
+    let kiln = Kiln::new();
+    let dockerfile = format!("{BASE}RUN echo hi from kiln > /hi\nCMD [\"cat\", \"/hi\"]\n");
+    let ctx = context(&kiln, &dockerfile, &[]);
+    let name = format!("{host}/kiln/app:1");
+    let (_, digest) = built_digest(&kiln, &ctx, &["-t", &name, "--push"]);
+
+    let inspected: serde_json::Value = serde_json::from_str(&skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{name}"),
+    ]))
+    .unwrap();
+    assert_eq!(inspected["Digest"], digest.as_str());
+    let oci = kiln.dir.path().join("skopeo-oci");
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{name}"),
+        &format!("oci:{}:app", oci.display()),
+    ]);
+
+    // `kiln push` of a stored image under another name: every blob is already there.
+    let again = kiln.ok(&[
+        "push",
+        "--progress",
+        "plain",
+        &name,
+        &format!("{host}/kiln/other:2"),
+    ]);
+    assert!(again.contains(&digest), "{again}");
+
+    let docker = Dockerd::start();
+    docker.ok(&["pull", &name]);
+    let said = docker.ok(&["run", "--rm", "--network", "none", &name]);
+    assert_eq!(said, "hi from kiln\n");
+    let from_docker = format!("{host}/docker/app:1");
+    docker.ok(&["tag", &name, &from_docker]);
+    docker.ok(&["push", &from_docker]);
+
+    // An empty store pulls the base of `FROM` from the registry.
+    let fresh = Kiln::new();
+    let ctx = context(
+        &fresh,
+        &format!("FROM {from_docker}\nRUN cat /hi > /seen\n"),
+        &[],
+    );
+    let local = fresh.dir.path().join("out");
+    let built = build(
+        &fresh,
+        &ctx,
+        &["-o", &format!("type=local,dest={}", local.display())],
+    );
+    assert_eq!(read(&local.join("seen")), "hi from kiln\n");
+    assert!(
+        built.stderr.contains(&format!("pulling {from_docker}")),
+        "{}",
+        built.stderr
+    );
+    // And `kiln pull` gives the image Docker pushed, with the same config.
+    let pulled = fresh.ok(&["pull", "--progress", "plain", &from_docker]);
+    assert!(pulled.contains("Digest: sha256:"), "{pulled}");
+    let docker_id = docker.ok(&["inspect", "--format", "{{.Id}}", &from_docker]);
+    let kiln_images = fresh.ok(&["images", "--no-trunc", "--format", "json"]);
+    assert!(kiln_images.contains(docker_id.trim()), "{kiln_images}");
+}
+
+/// A multi-stage Dockerfile whose builder stage's output feeds the final stage.
+fn multi_stage() -> String {
+    format!(
+        "{BASE}FROM base AS builder\nRUN echo compiled > /out\nFROM base\nCOPY --from=builder /out /out\nRUN cat /out > /final\n"
+    )
+}
+
+#[test]
+fn a_registry_cache_makes_an_empty_store_run_nothing_and_build_the_same_image() {
+    let registry = Registry::start();
+    let cache = format!("{}/app:buildcache", registry.host());
+    let first = Kiln::new();
+    let ctx = context(&first, &multi_stage(), &[]);
+    let (built, digest) = built_digest(
+        &first,
+        &ctx,
+        &["--cache-to", &format!("type=registry,ref={cache},mode=max")],
+    );
+    assert_eq!(built.ran.len(), 5, "{:?}", built.ran);
+
+    let second = Kiln::new();
+    let ctx = context(&second, &multi_stage(), &[]);
+    let (built, again) = built_digest(
+        &second,
+        &ctx,
+        &["--cache-from", &format!("type=registry,ref={cache}")],
+    );
+    assert!(built.ran.is_empty(), "steps ran: {:?}", built.ran);
+    assert_eq!(again, digest, "the same image");
+    // Only the final image's layers were downloaded; the builder stage's were not.
+    let manifest = second.ok(&["inspect", &again]);
+    let downloaded: Vec<&str> = built
+        .stderr
+        .lines()
+        .filter(|l| l.contains(": downloaded"))
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert_eq!(downloaded.len(), 4, "{}", built.stderr);
+    for short in downloaded {
+        let short = short.trim_end_matches(':');
+        assert!(
+            manifest.contains(short),
+            "{short} is not a layer of the image"
+        );
+    }
+    // The records are now local: a third build needs no remote cache.
+    let third = build(&second, &ctx, &[]);
+    assert!(third.ran.is_empty(), "{:?}", third.ran);
+}
+
+#[test]
+fn a_local_cache_in_min_mode_and_an_inline_cache_work_the_same_way() {
+    let registry = Registry::start();
+    let dockerfile = format!("{BASE}COPY a.txt /a.txt\nRUN cat /a.txt > /b.txt\n");
+    let layout = tempfile::tempdir().unwrap();
+    let first = Kiln::new();
+    let ctx = context(&first, &dockerfile, &[("a.txt", "a")]);
+    let (_, digest) = built_digest(
+        &first,
+        &ctx,
+        &[
+            "--cache-to",
+            &format!("type=local,dest={}", layout.path().display()),
+        ],
+    );
+    assert!(layout.path().join("index.json").is_file());
+    let second = Kiln::new();
+    let ctx = context(&second, &dockerfile, &[("a.txt", "a")]);
+    let (built, again) = built_digest(
+        &second,
+        &ctx,
+        &[
+            "--cache-from",
+            &format!("type=local,src={}", layout.path().display()),
+        ],
+    );
+    assert!(built.ran.is_empty(), "{:?}", built.ran);
+    assert_eq!(again, digest);
+
+    // Inline: the cache travels in the pushed image's config.
+    let name = format!("{}/app:inline", registry.host());
+    let third = Kiln::new();
+    let ctx = context(&third, &dockerfile, &[("a.txt", "a")]);
+    let (_, inline_digest) = built_digest(
+        &third,
+        &ctx,
+        &["-t", &name, "--push", "--cache-to", "type=inline"],
+    );
+    let fourth = Kiln::new();
+    let ctx = context(&fourth, &dockerfile, &[("a.txt", "a")]);
+    let (built, again) = built_digest(
+        &fourth,
+        &ctx,
+        &["--cache-from", &name, "--cache-to", "type=inline"],
+    );
+    assert!(built.ran.is_empty(), "{:?}", built.ran);
+    // The config carries the same records, so the image is the same.
+    assert_eq!(again, inline_digest);
+
+    // A cache that does not exist yet is a warning, as in a pipeline's first run.
+    let fifth = Kiln::new();
+    let ctx = context(&fifth, &dockerfile, &[("a.txt", "a")]);
+    let built = build(
+        &fifth,
+        &ctx,
+        &[
+            "--cache-from",
+            &format!("type=registry,ref={}/absent:cache", registry.host()),
+        ],
+    );
+    assert!(built.stderr.contains("not found"), "{}", built.stderr);
+    assert_eq!(built.ran.len(), 4, "{:?}", built.ran);
+}
+
+/// `kiln` with `DOCKER_CONFIG` pointing at `config`.
+fn kiln_with_config(
+    kiln: &Kiln,
+    config: &Path,
+    args: &[&str],
+    stdin: &str,
+) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .env("DOCKER_CONFIG", config)
+        .arg("--root")
+        .arg(kiln.root())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn login_saves_credentials_that_push_and_pull_use_and_logout_removes_them() {
+    let registry = Registry::start_with_auth("kiln", "s3cret");
+    let host = registry.host();
+    let kiln = Kiln::new();
+    let config = kiln.dir.path().join("docker-config");
+    fs::create_dir_all(&config).unwrap();
+    fs::write(config.join("config.json"), r#"{"experimental": "enabled"}"#).unwrap();
+    let tar = crate::support::busybox_rootfs(kiln.dir.path());
+    let name = format!("{host}/private/busybox:1");
+    kiln.ok(&["import", tar.to_str().unwrap(), &name]);
+
+    let out = kiln_with_config(&kiln, &config, &["push", &name], "");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("401") || stderr.contains("unauthorized"),
+        "{stderr}"
+    );
+
+    let out = kiln_with_config(
+        &kiln,
+        &config,
+        &["login", "-u", "kiln", "--password-stdin", &host],
+        "wrong\n",
+    );
+    assert!(!out.status.success(), "a wrong password is refused");
+
+    let out = kiln_with_config(
+        &kiln,
+        &config,
+        &["login", "-u", "kiln", "--password-stdin", &host],
+        "s3cret\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Login Succeeded"));
+    let saved: serde_json::Value =
+        serde_json::from_str(&read(&config.join("config.json"))).unwrap();
+    assert_eq!(saved["experimental"], "enabled", "other settings are kept");
+    assert!(saved["auths"][host.as_str()]["auth"].is_string(), "{saved}");
+
+    let out = kiln_with_config(&kiln, &config, &["push", &name], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let other = Kiln::new();
+    let out = kiln_with_config(&other, &config, &["pull", &name], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = kiln_with_config(&kiln, &config, &["logout", &host], "");
+    assert!(out.status.success());
+    let saved: serde_json::Value =
+        serde_json::from_str(&read(&config.join("config.json"))).unwrap();
+    assert!(saved["auths"].get(host.as_str()).is_none(), "{saved}");
+    let out = kiln_with_config(&Kiln::new(), &config, &["pull", &name], "");
+    assert!(!out.status.success());
+}
