@@ -5,6 +5,8 @@ mod build;
 mod compat;
 mod debug_expand;
 mod debug_parse;
+#[path = "../../../image/tests/support/faulty_proxy.rs"]
+mod faulty_proxy;
 mod hostile;
 mod images;
 mod registry;

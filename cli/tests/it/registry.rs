@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use crate::build::{BASE, Built, build, context, read};
+use crate::faulty_proxy::{Fault, FaultyProxy, Rule};
 use crate::registry_support::TestRegistry as Registry;
 use crate::support::{Dockerd, Kiln, require};
 
@@ -310,4 +311,63 @@ fn login_saves_credentials_that_push_and_pull_use_and_logout_removes_them() {
     assert!(saved["auths"].get(host.as_str()).is_none(), "{saved}");
     let out = kiln_with_config(&Kiln::new(), &config, &["pull", &name], "");
     assert!(!out.status.success());
+}
+
+#[test]
+fn broken_transfers_recover_or_fail_cleanly_and_the_store_stays_valid() {
+    let registry = Registry::start();
+    let pusher = Kiln::new();
+    let tar = crate::support::busybox_rootfs(pusher.dir.path());
+    let name = format!("{}/faults/app:1", registry.host());
+    pusher.ok(&["import", tar.to_str().unwrap(), &name]);
+    pusher.ok(&["push", &name]);
+    let inspected: serde_json::Value =
+        serde_json::from_str(&pusher.ok(&["inspect", &name])).unwrap();
+    let layer = inspected[0]["Manifest"]["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let proxy = FaultyProxy::start(&registry.host());
+    let through = format!("{}/faults/app:1", proxy.host());
+
+    // A flipped byte in a layer: the pull fails naming the digest, and stores nothing.
+    let puller = Kiln::new();
+    proxy.add(
+        Rule::new(Fault::FlipBody { offset: 100_000 }, 1)
+            .method("GET")
+            .path(&layer),
+    );
+    let err = puller.fails(&["pull", &through]);
+    assert!(err.contains("digest"), "{err}");
+    assert_eq!(proxy.faults_applied(), 1);
+    puller.ok(&["store", "check"]);
+    assert!(puller.ok(&["images", "-q"]).trim().is_empty());
+
+    // Connections cut mid-blob: the pull resumes and completes.
+    proxy.add(
+        Rule::new(Fault::CutResponse { bytes: 64 * 1024 }, 2)
+            .method("GET")
+            .path(&layer),
+    );
+    let pulled = puller.ok(&["pull", "--progress", "plain", &through]);
+    assert!(pulled.contains("Digest: sha256:"), "{pulled}");
+    assert_eq!(proxy.faults_applied(), 3);
+    puller.ok(&["store", "check"]);
+    let ctx = context(
+        &puller,
+        &format!("FROM {through}\nRUN echo ok > /ok\n"),
+        &[],
+    );
+    build(&puller, &ctx, &[]);
+
+    // An upload cut mid-way is retried; 503s too.
+    proxy.add(Rule::new(Fault::CutRequest { bytes: 32 * 1024 }, 1));
+    proxy.add(Rule::new(Fault::Unavailable, 2));
+    pusher.ok(&["push", &name, &format!("{}/faults/copy:1", proxy.host())]);
+    assert_eq!(proxy.faults_applied(), 6);
+    skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{}/faults/copy:1", registry.host()),
+    ]);
 }
