@@ -371,3 +371,39 @@ fn broken_transfers_recover_or_fail_cleanly_and_the_store_stays_valid() {
         &format!("docker://{}/faults/copy:1", registry.host()),
     ]);
 }
+
+#[test]
+fn pull_asks_the_registry_again_for_a_tag_the_store_has() {
+    let registry = Registry::start();
+    let base = format!("{}/base/app:1", registry.host());
+    let pusher = Kiln::new();
+    let tar = crate::support::busybox_rootfs(pusher.dir.path());
+    pusher.ok(&["import", tar.to_str().unwrap(), &base]);
+    pusher.ok(&["push", &base]);
+
+    let user = Kiln::new();
+    let dockerfile = format!("FROM {base}\nRUN cat /v > /seen || echo old > /seen\n");
+    let ctx = context(&user, &dockerfile, &[]);
+    let seen = |extra: &[&str]| {
+        let out = user.dir.path().join("out");
+        let _ = fs::remove_dir_all(&out);
+        let mut args = vec![format!("type=local,dest={}", out.display())];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut flags = vec!["-o"];
+        flags.extend(args.iter().map(String::as_str));
+        build(&user, &ctx, &flags);
+        read(&out.join("seen"))
+    };
+    assert_eq!(seen(&[]), "old\n");
+
+    // The tag moves in the registry.
+    let ctx2 = context(&pusher, &format!("{BASE}RUN echo new > /v\n"), &[]);
+    build(&pusher, &ctx2, &["-t", &base, "--push"]);
+
+    assert_eq!(
+        seen(&[]),
+        "old\n",
+        "without --pull the stored image is used"
+    );
+    assert_eq!(seen(&["--pull"]), "new\n");
+}
