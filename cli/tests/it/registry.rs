@@ -407,3 +407,127 @@ fn pull_asks_the_registry_again_for_a_tag_the_store_has() {
     );
     assert_eq!(seen(&["--pull"]), "new\n");
 }
+
+/// A tar whose entries try to leave the root: `../` names, an absolute name, and a
+/// file written through a symlink that points out.
+fn hostile_layer(sentinel_dir: &Path) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut raw = |name: &str, kind: tar::EntryType, link: Option<&str>, data: &[u8]| {
+        let mut header = tar::Header::new_gnu();
+        let bytes = name.as_bytes();
+        header.as_gnu_mut().unwrap().name[..bytes.len()].copy_from_slice(bytes);
+        header.set_entry_type(kind);
+        header.set_mode(0o644);
+        header.set_size(data.len() as u64);
+        if let Some(link) = link {
+            let bytes = link.as_bytes();
+            header.as_gnu_mut().unwrap().linkname[..bytes.len()].copy_from_slice(bytes);
+        }
+        header.set_cksum();
+        tar.append(&header, data).unwrap();
+    };
+    let outside = sentinel_dir.join("sentinel");
+    raw("ok.txt", tar::EntryType::Regular, None, b"fine");
+    raw(
+        "out",
+        tar::EntryType::Symlink,
+        Some(sentinel_dir.to_str().unwrap()),
+        b"",
+    );
+    raw(
+        "out/sentinel",
+        tar::EntryType::Regular,
+        None,
+        b"overwritten",
+    );
+    raw(
+        &format!("../../../../../../..{}", outside.display()),
+        tar::EntryType::Regular,
+        None,
+        b"overwritten",
+    );
+    tar.into_inner().unwrap()
+}
+
+#[test]
+fn a_hostile_layer_from_a_registry_writes_nothing_outside_and_fails_clearly() {
+    let registry = Registry::start();
+    let kiln = Kiln::new();
+    let sentinel_dir = kiln.dir.path().join("outside");
+    fs::create_dir_all(&sentinel_dir).unwrap();
+    fs::write(sentinel_dir.join("sentinel"), "untouched").unwrap();
+
+    // An OCI layout holding the hostile image, copied into the registry by skopeo.
+    let layout = kiln.dir.path().join("evil-oci");
+    let blobs = layout.join("blobs/sha256");
+    fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| {
+        let digest = kiln_image::Digest::of(bytes).to_string();
+        fs::write(blobs.join(&digest[7..]), bytes).unwrap();
+        digest
+    };
+    let layer = hostile_layer(&sentinel_dir);
+    let layer_digest = put(&layer);
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+        "config": {}
+    });
+    let config = serde_json::to_vec(&config).unwrap();
+    let config_digest = put(&config);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer.len()}]
+    });
+    let manifest = serde_json::to_vec(&manifest).unwrap();
+    let manifest_digest = put(&manifest);
+    fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest, "size": manifest.len(), "annotations": {"org.opencontainers.image.ref.name": "evil"}}]
+    });
+    fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+    let name = format!("{}/evil/image:1", registry.host());
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:evil", layout.display()),
+        &format!("docker://{name}"),
+    ]);
+
+    let ctx = context(&kiln, &format!("FROM {name}\nRUN cat /ok.txt\n"), &[]);
+    let out = kiln.run(&["build", "--progress", "plain", ctx.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the hostile layer was applied: {stderr}"
+    );
+    // skopeo compresses the layer on the way; the snapshot is named by its diff ID.
+    assert!(
+        stderr.contains("cannot unpack layer sha256:")
+            && stderr.contains(&layer_digest)
+            && stderr.contains("\"out/sentinel\""),
+        "the error names the layer and the entry: {stderr}"
+    );
+    let local = kiln.dir.path().join("local");
+    let out = kiln.run(&[
+        "build",
+        "-o",
+        &format!("type=local,dest={}", local.display()),
+        ctx.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert_eq!(read(&sentinel_dir.join("sentinel")), "untouched");
+    assert_eq!(fs::read_dir(&sentinel_dir).unwrap().count(), 1);
+    kiln.ok(&["store", "check"]);
+}
