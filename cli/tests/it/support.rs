@@ -195,3 +195,145 @@ impl Drop for Dockerd {
         let _ = self.child.wait();
     }
 }
+
+impl Kiln {
+    /// A `kiln` command on this root, to run or spawn.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        cmd.arg("--root").arg(self.root());
+        cmd
+    }
+}
+
+/// What kiln left behind on `root` that only a running kiln should have: mounts below
+/// the root, runc containers in its executor state, and entries in the scratch and
+/// state folders that are empty between commands. One line per leftover.
+pub fn leftovers(root: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("read mountinfo");
+    for line in mountinfo.lines() {
+        if let Some(point) = line.split(' ').nth(4)
+            && Path::new(point).starts_with(root)
+        {
+            found.push(format!("mount {point}"));
+        }
+    }
+    let runc_root = root.join("executor-v1/runc");
+    if runc_root.exists() {
+        require("runc", "runc");
+        let out = Command::new("runc")
+            .arg("--root")
+            .arg(&runc_root)
+            .args(["list", "--quiet"])
+            .output()
+            .expect("run runc list");
+        assert!(
+            out.status.success(),
+            "runc list failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for id in String::from_utf8_lossy(&out.stdout).lines() {
+            found.push(format!("runc container {id}"));
+        }
+    }
+    for dir in [
+        "content-v1/ingest",
+        "snapshots-v1/tmp",
+        "executor-v1/bundles",
+        "executor-v1/locks",
+        "tmp",
+    ] {
+        if let Ok(entries) = std::fs::read_dir(root.join(dir)) {
+            for entry in entries {
+                let entry = entry.unwrap();
+                // What is inside says which step of which process left it.
+                let inside: Vec<String> = walkdir::WalkDir::new(entry.path())
+                    .min_depth(1)
+                    .max_depth(3)
+                    .into_iter()
+                    .filter_map(Result::ok)
+                    .map(|e| {
+                        e.path()
+                            .strip_prefix(entry.path())
+                            .unwrap()
+                            .display()
+                            .to_string()
+                    })
+                    .collect();
+                found.push(format!("{dir}/{} {inside:?}", entry.file_name().display()));
+            }
+        }
+    }
+    // Temp files of writers that rename into place (layout, image store, stat caches).
+    for dir in ["", "contexthash-v1"] {
+        if let Ok(entries) = std::fs::read_dir(root.join(dir)) {
+            for entry in entries {
+                let name = entry.unwrap().file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with('.') {
+                    found.push(format!("{dir}/{name}"));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// The first lines of a test Dockerfile: a busybox base stage made from scratch.
+pub const BUSYBOX_BASE: &str = "FROM scratch AS base\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n";
+
+/// Makes `dir` a build context holding busybox and `dockerfile` (for [`BUSYBOX_BASE`]),
+/// after checking that runc is installed.
+pub fn busybox_context(dir: &Path, dockerfile: &str) -> PathBuf {
+    assert!(
+        Path::new(BUSYBOX).exists(),
+        "{BUSYBOX} is missing: install Debian's busybox-static"
+    );
+    require("runc", "runc");
+    std::fs::create_dir_all(dir).expect("create the context");
+    std::fs::copy(BUSYBOX, dir.join("busybox")).expect("copy busybox");
+    std::fs::write(dir.join("Dockerfile"), dockerfile).expect("write the Dockerfile");
+    dir.to_owned()
+}
+
+/// Every regular file under `dir`, symlinks not followed.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.is_dir() {
+            out.extend(files_under(&path));
+        } else if meta.is_file() {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// Files under `dir` whose bytes contain `needle`, either as stored or once gzip or
+/// zstd (as layers are) has been undone.
+pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let contains = |bytes: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+    let mut found = Vec::new();
+    for path in files_under(dir) {
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        let mut plain = Vec::new();
+        if let Ok((compression, mut reader)) = kiln_image::Compression::decompress(&bytes[..])
+            && compression != kiln_image::Compression::None
+        {
+            let _ = std::io::Read::read_to_end(&mut reader, &mut plain);
+        }
+        if contains(&bytes) || contains(&plain) {
+            found.push(path);
+        }
+    }
+    found
+}
