@@ -9,7 +9,7 @@ use oci_spec::image::{ImageIndex, ImageManifest};
 use serde::Deserialize;
 
 pub use super::docker::DockerManifestEntry;
-use crate::Digest;
+use crate::{Digest, ImageConfig};
 
 /// An OCI image index (`index.json`, or a nested index blob).
 pub fn decode_index(bytes: &[u8]) -> Result<ImageIndex, serde_json::Error> {
@@ -38,4 +38,9 @@ pub fn decode_config_diff_ids(bytes: &[u8]) -> Result<Vec<Digest>, serde_json::E
     }
     let config: Config = serde_json::from_slice(bytes)?;
     Ok(config.rootfs.diff_ids)
+}
+
+/// A whole image config, as builds read a base image's.
+pub fn decode_config(bytes: &[u8]) -> Result<ImageConfig, serde_json::Error> {
+    serde_json::from_slice(bytes)
 }

@@ -1,6 +1,7 @@
 //! Loading an OCI image layout: `index.json` → manifests (or indexes, narrowed to the
 //! host's platform) → config and layers, every blob checked to be in the store with the
-//! size its descriptor states.
+//! size its descriptor states, and the config decoded as a build would read it, with one
+//! diff ID per layer.
 //!
 //! Names come from the descriptors' annotations: containerd's and Docker's
 //! `io.containerd.image.name` holds the full reference; failing that,
@@ -12,7 +13,7 @@ use std::collections::BTreeMap;
 
 use oci_spec::image::Descriptor;
 
-use super::decode::{decode_index, decode_manifest};
+use super::decode::{decode_config, decode_index, decode_manifest};
 use super::members::{Members, read_limited};
 use super::{
     ANNOTATION_IMAGE_NAME, ArchiveError, LoadedImage, descriptor_digest, json_err, parse_name,
@@ -77,6 +78,18 @@ where
             let config = check_blob(store, manifest.config(), &what)?;
             for layer in manifest.layers() {
                 check_blob(store, layer, &what)?;
+            }
+            // The config is decoded as builds will read it, so that an image that
+            // loads can be built on.
+            let config_what = format!("{what}: config {config}");
+            let config_bytes = read_limited(store, &config, &config_what)?;
+            let parsed = decode_config(&config_bytes).map_err(json_err(&config_what))?;
+            if parsed.rootfs.diff_ids.len() != manifest.layers().len() {
+                return Err(ArchiveError::LayerCount {
+                    what: config_what,
+                    layers: manifest.layers().len(),
+                    diff_ids: parsed.rootfs.diff_ids.len(),
+                });
             }
             Ok(LoadedImage {
                 names: Vec::new(),

@@ -369,3 +369,62 @@ fn saving_notices_a_corrupted_blob() {
         "{err}"
     );
 }
+
+/// An OCI archive of one image whose config blob is `config` (layers as make_image's).
+fn oci_archive_with_config(config: &[u8]) -> Vec<u8> {
+    let src = MemStore::default();
+    let manifest = make_image(&src);
+    let good = saved_config_digest(&src, &manifest);
+    let mut parsed: serde_json::Value = serde_json::from_slice(
+        &src.get(&manifest.digest().to_string().parse().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let (digest, size) = src.put_blob(config).unwrap();
+    parsed["config"]["digest"] = json!(digest.to_string());
+    parsed["config"]["size"] = json!(size);
+    let (manifest_digest, manifest_size) =
+        src.put_blob(&serde_json::to_vec(&parsed).unwrap()).unwrap();
+    assert_ne!(good, digest);
+    let images = [ArchiveImage {
+        names: vec![],
+        manifest: Descriptor::new(MediaType::ImageManifest, manifest_size, &manifest_digest),
+    }];
+    save(Vec::new(), ArchiveFormat::Oci, &images, &src).unwrap()
+}
+
+#[test]
+fn oci_configs_that_builds_cannot_read_are_refused_naming_the_config() {
+    let bad = b"{\"rootfs\": 3}";
+    let err = load(
+        &oci_archive_with_config(bad)[..],
+        &MemStore::default(),
+        scratch().path(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, ArchiveError::Json { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("config {}", Digest::of(bad))),
+        "{err}"
+    );
+
+    let one_layer = config_json(&[Digest::of(b"only one")]);
+    let err = load(
+        &oci_archive_with_config(&one_layer)[..],
+        &MemStore::default(),
+        scratch().path(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ArchiveError::LayerCount {
+                layers: 2,
+                diff_ids: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
