@@ -27,9 +27,7 @@ use serde::Serialize;
 use crate::error::{ErrorKind, ParseError};
 use crate::span::Span;
 use crate::syntax::line::{RawHeredoc, RawNode, Text};
-use crate::syntax::{
-    self, CheckConfig, Directive, KEYWORD_MAX, NodeReader, Read, lowercase_keyword,
-};
+use crate::syntax::{self, CheckConfig, Directive, Keyword, NodeReader, Read};
 use chmod::Chmod;
 use flags::{Flags, Kind};
 use mount::Mount;
@@ -432,19 +430,18 @@ fn typed(node: &mut RawNode, line: &str, src: &str) -> Result<Typed, ParseError>
         true => Err(err(ErrorKind::AtLeastOneArgument { instruction })),
         false => Ok(()),
     };
-    let mut buf = [0u8; KEYWORD_MAX];
-    let command = match lowercase_keyword(node.keyword(line), &mut buf) {
-        "from" => return from(node, line),
-        "run" => Command::Run(run(node, line, src)?),
-        "cmd" => {
+    let command = match node.kind {
+        Keyword::From => return from(node, line),
+        Keyword::Run => Command::Run(run(node, line, src)?),
+        Keyword::Cmd => {
             no_flags("CMD", node)?;
             Command::Cmd(command_line(&mut node.args, node.json, line))
         }
-        "entrypoint" => {
+        Keyword::Entrypoint => {
             no_flags("ENTRYPOINT", node)?;
             Command::Entrypoint(command_line(&mut node.args, node.json, line))
         }
-        "shell" => {
+        Keyword::Shell => {
             no_flags("SHELL", node)?;
             at_least_one("SHELL", node)?;
             match command_line(&mut node.args, node.json, line) {
@@ -452,25 +449,25 @@ fn typed(node: &mut RawNode, line: &str, src: &str) -> Result<Typed, ParseError>
                 CommandLine::Shell(_) => return Err(err(ErrorKind::ShellNotJson)),
             }
         }
-        "copy" => Command::Copy(copy(node, line, src)?),
-        "add" => Command::Add(add(node, line, src)?),
-        "env" => {
+        Keyword::Copy => Command::Copy(copy(node, line, src)?),
+        Keyword::Add => Command::Add(add(node, line, src)?),
+        Keyword::Env => {
             no_flags("ENV", node)?;
             Command::Env(key_values(node, line, "ENV")?)
         }
-        "label" => {
+        Keyword::Label => {
             no_flags("LABEL", node)?;
             Command::Label(key_values(node, line, "LABEL")?)
         }
-        "arg" => Command::Arg(arg(node, line)?),
-        "expose" => {
+        Keyword::Arg => Command::Arg(arg(node, line)?),
+        Keyword::Expose => {
             at_least_one("EXPOSE", node)?;
             no_flags("EXPOSE", node)?;
             let mut ports: Vec<String> = node.args.iter_mut().map(|a| a.take(line)).collect();
             ports.sort();
             Command::Expose(ports)
         }
-        "volume" => {
+        Keyword::Volume => {
             at_least_one("VOLUME", node)?;
             no_flags("VOLUME", node)?;
             let volumes = node
@@ -483,25 +480,25 @@ fn typed(node: &mut RawNode, line: &str, src: &str) -> Result<Typed, ParseError>
             }
             Command::Volume(volumes)
         }
-        "user" => {
+        Keyword::User => {
             let user = one("USER", node)?;
             no_flags("USER", node)?;
             Command::User(user)
         }
-        "workdir" => {
+        Keyword::Workdir => {
             let dir = one("WORKDIR", node)?;
             no_flags("WORKDIR", node)?;
             Command::Workdir(dir)
         }
-        "stopsignal" => Command::Stopsignal(one("STOPSIGNAL", node)?),
-        "maintainer" => {
+        Keyword::Stopsignal => Command::Stopsignal(one("STOPSIGNAL", node)?),
+        Keyword::Maintainer => {
             let who = one("MAINTAINER", node)?;
             no_flags("MAINTAINER", node)?;
             Command::Maintainer(who)
         }
-        "healthcheck" => Command::Healthcheck(healthcheck(node, line)?),
-        "onbuild" => Command::Onbuild(onbuild(node, line, src)?),
-        _ => {
+        Keyword::Healthcheck => Command::Healthcheck(healthcheck(node, line)?),
+        Keyword::Onbuild => Command::Onbuild(onbuild(node, line, src)?),
+        Keyword::Unknown => {
             return Err(err(ErrorKind::UnknownInstruction {
                 keyword: node.keyword(line).to_owned(),
             }));
@@ -565,15 +562,6 @@ fn inline_content(doc: &RawHeredoc, chomp: bool, src: &str) -> String {
         syntax::heredoc::chomp(content)
     } else {
         content.to_owned()
-    }
-}
-
-fn inline_file(doc: &RawHeredoc, chomp: bool, src: &str) -> InlineFile {
-    InlineFile {
-        name: doc.name.clone(),
-        content: inline_content(doc, chomp, src),
-        expand: doc.expand,
-        fd: doc.fd,
     }
 }
 
@@ -671,7 +659,12 @@ fn file_transfer(
                 Some(marker) => {
                     let doc = heredocs.iter().rev().find(|d| d.name == marker.name);
                     Source::Heredoc(match doc {
-                        Some(doc) => inline_file(doc, marker.chomp, src),
+                        Some(doc) => InlineFile {
+                            name: marker.name,
+                            content: inline_content(doc, marker.chomp, src),
+                            expand: doc.expand,
+                            fd: doc.fd,
+                        },
                         None => InlineFile {
                             name: marker.name,
                             content: String::new(),
@@ -857,7 +850,7 @@ fn healthcheck(node: &mut RawNode, line: &str) -> Result<Healthcheck, ParseError
             instruction: "HEALTHCHECK",
         }));
     };
-    let kind = kind.get(line).to_uppercase();
+    let kind = Uppercase::of(kind.get(line));
     if kind == "NONE" {
         if !rest.is_empty() {
             return Err(err(ErrorKind::HealthcheckNoneArguments));
@@ -877,7 +870,9 @@ fn healthcheck(node: &mut RawNode, line: &str) -> Result<Healthcheck, ParseError
         ],
     )?;
     if kind != "CMD" {
-        return Err(err(ErrorKind::HealthcheckType { kind }));
+        return Err(err(ErrorKind::HealthcheckType {
+            kind: kind.into_string(),
+        }));
     }
     let test = match (node.json, rest.is_empty()) {
         (_, true) => return Err(err(ErrorKind::HealthcheckMissingCommand)),
@@ -925,11 +920,14 @@ fn onbuild(node: &RawNode, line: &str, src: &str) -> Result<OnbuildInstruction, 
         }));
     };
     Flags::parse("ONBUILD", &node.flags, line, &[])?;
-    let keyword = trigger.keyword(line).trim().to_uppercase();
-    match keyword.as_str() {
-        "ONBUILD" => return Err(err(ErrorKind::OnbuildChained)),
-        "MAINTAINER" | "FROM" => return Err(err(ErrorKind::OnbuildTrigger { trigger: keyword })),
-        _ => {}
+    let keyword = Uppercase::of(trigger.keyword(line).trim());
+    if keyword == "ONBUILD" {
+        return Err(err(ErrorKind::OnbuildChained));
+    }
+    if keyword == "MAINTAINER" || keyword == "FROM" {
+        return Err(err(ErrorKind::OnbuildTrigger {
+            trigger: keyword.into_string(),
+        }));
     }
     let trimmed = node.original(line).trim_start();
     let mut expression = trimmed
@@ -943,4 +941,38 @@ fn onbuild(node: &RawNode, line: &str, src: &str) -> Result<OnbuildInstruction, 
         expression.push_str(&doc.name);
     }
     Ok(OnbuildInstruction { expression })
+}
+
+/// A word in uppercase (Unicode-wise, as Go's `strings.ToUpper`), compared without
+/// allocating when it is ASCII.
+enum Uppercase<'a> {
+    /// ASCII, to compare ignoring case.
+    Ascii(&'a str),
+    Other(String),
+}
+
+impl<'a> Uppercase<'a> {
+    fn of(word: &'a str) -> Uppercase<'a> {
+        match word.is_ascii() {
+            true => Uppercase::Ascii(word),
+            false => Uppercase::Other(word.to_uppercase()),
+        }
+    }
+
+    fn into_string(self) -> String {
+        match self {
+            Uppercase::Ascii(word) => word.to_ascii_uppercase(),
+            Uppercase::Other(word) => word,
+        }
+    }
+}
+
+/// Comparison with an uppercase ASCII word.
+impl PartialEq<&str> for Uppercase<'_> {
+    fn eq(&self, other: &&str) -> bool {
+        match self {
+            Uppercase::Ascii(word) => word.eq_ignore_ascii_case(other),
+            Uppercase::Other(word) => word == other,
+        }
+    }
 }

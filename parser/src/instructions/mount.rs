@@ -225,6 +225,38 @@ fn csv_fields(input: &str) -> Result<Vec<Cow<'_, str>>, MountError> {
     }
 }
 
+/// The value as written: what [`Mount::parse`] expands with.
+fn as_written(value: &str) -> Result<Cow<'_, str>, String> {
+    Ok(Cow::Borrowed(value))
+}
+
+/// The fields of a mount's CSV record: cut at commas when it holds no quote (the usual
+/// case, where reading it as CSV changes nothing), else read as CSV in full first.
+enum Fields<'a> {
+    Plain(std::str::Split<'a, char>),
+    Quoted(std::vec::IntoIter<Cow<'a, str>>),
+}
+
+impl<'a> Fields<'a> {
+    fn of(input: &'a str) -> Result<Fields<'a>, MountError> {
+        if input.is_empty() || input.contains('"') {
+            return Ok(Fields::Quoted(csv_fields(input)?.into_iter()));
+        }
+        Ok(Fields::Plain(input.split(',')))
+    }
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = Cow<'a, str>;
+
+    fn next(&mut self) -> Option<Cow<'a, str>> {
+        match self {
+            Fields::Plain(split) => split.next().map(Cow::Borrowed),
+            Fields::Quoted(fields) => fields.next(),
+        }
+    }
+}
+
 /// docker/go-units `RAMInBytes`: `<number>[.<digits>] ?[kmgtp]?i?b?`, binary multiples.
 fn ram_in_bytes(s: &str) -> Option<u64> {
     let lower = s.to_ascii_lowercase();
@@ -273,7 +305,7 @@ fn names_variable(value: &str) -> bool {
 /// What can be checked of a mount whose values name variables, before expansion: the
 /// CSV shape, and that `from` is literal.
 pub(crate) fn check_unexpanded(spec: &str) -> Result<(), MountError> {
-    for field in csv_fields(spec)? {
+    for field in Fields::of(spec)? {
         if let Some((key, value)) = field.split_once('=')
             && key.eq_ignore_ascii_case("from")
             && names_variable(value)
@@ -287,7 +319,7 @@ pub(crate) fn check_unexpanded(spec: &str) -> Result<(), MountError> {
 impl Mount {
     /// Parses a mount written without variables.
     pub fn parse(spec: &str) -> Result<Mount, MountError> {
-        Mount::parse_with(spec, |v| Ok::<_, String>(v.to_owned()))
+        Mount::parse_fields(spec, as_written)
     }
 
     /// Parses a mount, passing every field value but `from` through `expand` first
@@ -295,6 +327,14 @@ impl Mount {
     pub fn parse_with(
         spec: &str,
         mut expand: impl FnMut(&str) -> Result<String, String>,
+    ) -> Result<Mount, MountError> {
+        Mount::parse_fields(spec, |v| expand(v).map(Cow::Owned))
+    }
+
+    /// [`Mount::parse_with`] with an expander that may give the value back borrowed.
+    fn parse_fields(
+        spec: &str,
+        mut expand: impl for<'v> FnMut(&'v str) -> Result<Cow<'v, str>, String>,
     ) -> Result<Mount, MountError> {
         let mut m = Mount {
             kind: MountType::Bind,
@@ -312,7 +352,7 @@ impl Mount {
             env: None,
         };
         let mut read_only: Option<bool> = None;
-        for field in csv_fields(spec)? {
+        for field in Fields::of(spec)? {
             let (key, value) = match field.split_once('=') {
                 Some((k, v)) => (lowercase(k), Some(v)),
                 None => (lowercase(&field), None),
@@ -341,7 +381,7 @@ impl Mount {
                 if names_variable(raw) {
                     return Err(MountError::FromVariable);
                 }
-                raw.to_owned()
+                Cow::Borrowed(raw)
             } else {
                 expand(raw).map_err(|message| MountError::Expansion {
                     value: raw.to_owned(),
@@ -350,7 +390,7 @@ impl Mount {
             };
             let bad_value = |key: &str| MountError::Value {
                 key: key.to_owned(),
-                value: value.clone(),
+                value: value.clone().into_owned(),
             };
             match &*key {
                 "type" => {
@@ -360,12 +400,16 @@ impl Mount {
                         "tmpfs" => MountType::Tmpfs,
                         "secret" => MountType::Secret,
                         "ssh" => MountType::Ssh,
-                        _ => return Err(MountError::Type { value }),
+                        _ => {
+                            return Err(MountError::Type {
+                                value: value.into_owned(),
+                            });
+                        }
                     }
                 }
-                "from" => m.from = Some(value),
-                "source" | "src" => m.source = Some(value),
-                "target" | "dst" | "destination" => m.target = Some(value),
+                "from" => m.from = Some(value.into_owned()),
+                "source" | "src" => m.source = Some(value.into_owned()),
+                "target" | "dst" | "destination" => m.target = Some(value.into_owned()),
                 "readonly" | "ro" => {
                     read_only = Some(parse_bool(&value).ok_or_else(|| bad_value(&key))?)
                 }
@@ -381,13 +425,17 @@ impl Mount {
                         kind: m.kind.name(),
                     });
                 }
-                "id" => m.id = Some(value),
+                "id" => m.id = Some(value.into_owned()),
                 "sharing" => {
                     m.sharing = Some(match &*lowercase(&value) {
                         "shared" => CacheSharing::Shared,
                         "private" => CacheSharing::Private,
                         "locked" => CacheSharing::Locked,
-                        _ => return Err(MountError::Sharing { value }),
+                        _ => {
+                            return Err(MountError::Sharing {
+                                value: value.into_owned(),
+                            });
+                        }
                     })
                 }
                 "mode" => {
@@ -404,7 +452,7 @@ impl Mount {
                         kind: m.kind.name(),
                     });
                 }
-                "env" => m.env = Some(value),
+                "env" => m.env = Some(value.into_owned()),
                 _ => {
                     return Err(MountError::UnknownKey {
                         key: key.into_owned(),

@@ -114,32 +114,40 @@ fn lexed_markers(line: &str) -> Vec<Marker> {
 /// cuts them: at whitespace outside quotes. `None` when a quote is not closed.
 fn raw_words(line: &str) -> Option<impl Iterator<Item = &str>> {
     let mut quote = None;
-    let mut bounds = Vec::new();
-    let mut start = None;
-    for (i, c) in line.char_indices() {
+    for c in line.chars() {
         match quote {
             Some(q) if c == q => quote = None,
             Some(_) => {}
-            None if c.is_whitespace() => {
-                if let Some(s) = start.take() {
-                    bounds.push((s, i));
-                }
-            }
-            None => {
-                start.get_or_insert(i);
-                if c == '\'' || c == '"' {
-                    quote = Some(c);
-                }
-            }
+            None if c == '\'' || c == '"' => quote = Some(c),
+            None => {}
         }
     }
     if quote.is_some() {
         return None;
     }
-    if let Some(s) = start {
-        bounds.push((s, line.len()));
-    }
-    Some(bounds.into_iter().map(|(s, e)| &line[s..e]))
+    let mut chars = line.char_indices();
+    Some(std::iter::from_fn(move || {
+        let mut quote = None;
+        let mut start = None;
+        for (i, c) in chars.by_ref() {
+            match quote {
+                Some(q) if c == q => quote = None,
+                Some(_) => {}
+                None if c.is_whitespace() => {
+                    if let Some(s) = start {
+                        return Some(&line[s..i]);
+                    }
+                }
+                None => {
+                    start.get_or_insert(i);
+                    if c == '\'' || c == '"' {
+                        quote = Some(c);
+                    }
+                }
+            }
+        }
+        start.map(|s| &line[s..])
+    }))
 }
 
 /// Removes leading tabs from every line, as `<<-` asks.

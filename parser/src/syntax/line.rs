@@ -14,7 +14,7 @@
 
 use crate::error::{ErrorKind, ParseError};
 use crate::span::{Columns, LineStart, Span};
-use crate::syntax::{KEYWORD_MAX, lowercase_keyword};
+use crate::syntax::Keyword;
 
 /// A piece of text the syntax layer cut from a logical line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,12 +74,16 @@ pub(crate) struct RawHeredoc {
 pub(crate) struct RawNode {
     /// The keyword's byte range in the logical line.
     pub(crate) keyword: (usize, usize),
+    /// The instruction it names.
+    pub(crate) kind: Keyword,
     /// This instruction's byte range in the logical line (all of it, except for an
     /// ONBUILD trigger).
     pub(crate) original: (usize, usize),
     pub(crate) flags: Vec<RawFlag>,
     pub(crate) args: Vec<Text>,
     pub(crate) trigger: Option<Box<RawNode>>,
+    /// A trigger node kept from an earlier instruction, to be reused.
+    spare: Option<Box<RawNode>>,
     pub(crate) json: bool,
     pub(crate) heredocs: Vec<RawHeredoc>,
     pub(crate) span: Span,
@@ -228,33 +232,36 @@ pub(crate) fn node_from_line(
     let rest_base = rest_base + rest_offset + (raw_rest.len() - raw_rest.trim_start().len());
     let error = |kind| ParseError::new(kind, keyword_span);
 
+    let kind = Keyword::of(keyword);
     node.keyword = (start, start + cmd_len);
+    node.kind = kind;
     node.original = (base, base + line.len());
     node.args.clear();
-    node.trigger = None;
+    if let Some(trigger) = node.trigger.take() {
+        node.spare = Some(trigger);
+    }
     node.json = false;
     node.heredocs.clear();
     node.span = ctx.span(start, base + line.trim_end().len());
     node.keyword_span = keyword_span;
     let args = &mut node.args;
-    let mut buf = [0u8; KEYWORD_MAX];
-    match lowercase_keyword(keyword, &mut buf) {
-        "add" | "copy" | "volume" => {
+    match kind {
+        Keyword::Add | Keyword::Copy | Keyword::Volume => {
             node.json = parse_json(rest, rest_base, args).map_err(error)?;
             if !node.json {
                 split_whitespace(rest, rest_base, args);
             }
         }
-        "cmd" | "entrypoint" | "run" | "shell" => {
+        Keyword::Cmd | Keyword::Entrypoint | Keyword::Run | Keyword::Shell => {
             node.json = maybe_json(rest, rest_base, args).map_err(error)?
         }
-        "arg" => args.extend(
+        Keyword::Arg => args.extend(
             Words::new(rest, ctx.escape).map(|(s, e)| Text::Slice(rest_base + s, rest_base + e)),
         ),
-        "env" => name_values(rest, rest_base, ctx.escape, "ENV", args).map_err(error)?,
-        "label" => name_values(rest, rest_base, ctx.escape, "LABEL", args).map_err(error)?,
-        "expose" | "from" => split_whitespace(rest, rest_base, args),
-        "healthcheck" => {
+        Keyword::Env => name_values(rest, rest_base, ctx.escape, "ENV", args).map_err(error)?,
+        Keyword::Label => name_values(rest, rest_base, ctx.escape, "LABEL", args).map_err(error)?,
+        Keyword::Expose | Keyword::From => split_whitespace(rest, rest_base, args),
+        Keyword::Healthcheck => {
             if !rest.is_empty() {
                 let type_len = rest.find(char::is_whitespace).unwrap_or(rest.len());
                 let cmd = rest[type_len..].trim_start();
@@ -263,19 +270,19 @@ pub(crate) fn node_from_line(
                 node.json = maybe_json(cmd, cmd_base, args).map_err(error)?;
             }
         }
-        "maintainer" | "stopsignal" | "user" | "workdir" => {
+        Keyword::Maintainer | Keyword::Stopsignal | Keyword::User | Keyword::Workdir => {
             if !rest.is_empty() {
                 args.push(Text::Slice(rest_base, rest_base + rest.len()));
             }
         }
-        "onbuild" => {
+        Keyword::Onbuild => {
             if !rest.is_empty() {
-                let mut child = Box::default();
+                let mut child = node.spare.take().unwrap_or_default();
                 node_from_line(ctx, rest, rest_base, &mut child)?;
                 node.trigger = Some(child);
             }
         }
-        _ => args.push(Text::Fixed("")),
+        Keyword::Unknown => args.push(Text::Fixed("")),
     }
     Ok(())
 }
@@ -445,19 +452,35 @@ fn split_whitespace(rest: &str, base: usize, out: &mut Vec<Text>) {
 
 /// BuildKit's `parseWords`: whitespace-separated words, quotes and escapes kept, as
 /// byte ranges of the input (only an escape character ending the input is dropped).
+/// ASCII bytes are tested as they are; other characters are decoded only to ask
+/// whether they are whitespace.
 pub(crate) struct Words<'s> {
     rest: &'s str,
-    chars: std::str::CharIndices<'s>,
-    escape: char,
+    /// Where the next character starts.
+    pos: usize,
+    /// The escape character (always ASCII: `\` or `` ` ``).
+    escape: Option<u8>,
 }
 
 impl<'s> Words<'s> {
     pub(crate) fn new(rest: &'s str, escape: char) -> Words<'s> {
         Words {
             rest,
-            chars: rest.char_indices(),
-            escape,
+            pos: 0,
+            escape: u8::try_from(escape).ok().filter(u8::is_ascii),
         }
+    }
+
+    /// The width of the character at `at`, and whether it is whitespace.
+    fn char_at(&self, at: usize) -> (usize, bool) {
+        let b = self.rest.as_bytes()[at];
+        if b < 0x80 {
+            return (1, matches!(b, b'\t'..=b'\r' | b' '));
+        }
+        self.rest[at..]
+            .chars()
+            .next()
+            .map_or((1, false), |c| (c.len_utf8(), c.is_whitespace()))
     }
 }
 
@@ -465,42 +488,71 @@ impl Iterator for Words<'_> {
     type Item = (usize, usize);
 
     fn next(&mut self) -> Option<(usize, usize)> {
-        let mut start: Option<usize> = None;
+        let bytes = self.rest.as_bytes();
+        let len = bytes.len();
+        loop {
+            if self.pos >= len {
+                return None;
+            }
+            let (width, space) = self.char_at(self.pos);
+            if !space {
+                break;
+            }
+            self.pos += width;
+        }
+        let start = self.pos;
+        let escape = self.escape;
+        // Bytes that change nothing outside quotes: ASCII, neither whitespace, a quote
+        // nor the escape character.
+        let ordinary = |b: u8| {
+            b < 0x80 && !matches!(b, b'\t'..=b'\r' | b' ' | b'\'' | b'"') && Some(b) != escape
+        };
         let mut blank_ok = false;
-        let mut quote: Option<char> = None;
-        let mut end = self.rest.len();
-        while let Some((i, c)) = self.chars.next() {
-            match (quote, start) {
-                (None, None) if c.is_whitespace() => continue,
-                (None, Some(s)) if c.is_whitespace() => {
-                    if blank_ok || i > s {
-                        return Some((s, i));
-                    }
-                    start = None;
-                    blank_ok = false;
+        let mut quote: Option<u8> = None;
+        let mut end = len;
+        while self.pos < len {
+            let i = self.pos;
+            let b = bytes[i];
+            match quote {
+                None if ordinary(b) => {
+                    self.pos += 1;
                     continue;
                 }
-                _ => {}
-            }
-            start.get_or_insert(i);
-            match quote {
-                None if c == '\'' || c == '"' => {
-                    quote = Some(c);
-                    blank_ok = true;
+                None => {
+                    let (width, space) = self.char_at(i);
+                    self.pos += width;
+                    if space {
+                        return Some((start, i));
+                    }
+                    if b == b'\'' || b == b'"' {
+                        quote = Some(b);
+                        blank_ok = true;
+                        continue;
+                    }
                 }
-                Some(q) if c == q => quote = None,
-                Some('\'') => {}
-                _ if c == self.escape && self.chars.next().is_none() => {
+                Some(q) => {
+                    // Inside quotes only ASCII bytes matter, and no multi-byte
+                    // character holds one.
+                    self.pos += 1;
+                    if b == q {
+                        quote = None;
+                        continue;
+                    }
+                    if q == b'\'' {
+                        continue;
+                    }
+                }
+            }
+            if Some(b) == escape {
+                if self.pos < len {
+                    self.pos += self.char_at(self.pos).0;
+                } else {
                     end = i;
                     quote = None;
                 }
-                _ => {}
             }
         }
-        match start {
-            Some(s) if blank_ok || end > s => Some((s, end)),
-            _ => None,
-        }
+        (blank_ok || end > start).then_some((start, end))
     }
 }
 

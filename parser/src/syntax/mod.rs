@@ -95,49 +95,81 @@ pub struct Heredoc {
     pub span: Span,
 }
 
-/// The longest instruction keyword (`HEALTHCHECK`, `ENTRYPOINT`, `MAINTAINER`) fits.
-pub(crate) const KEYWORD_MAX: usize = 16;
+/// The instruction a keyword names, case-insensitively.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Keyword {
+    From,
+    Run,
+    Cmd,
+    Label,
+    Maintainer,
+    Expose,
+    Env,
+    Add,
+    Copy,
+    Entrypoint,
+    Volume,
+    User,
+    Workdir,
+    Arg,
+    Onbuild,
+    Stopsignal,
+    Healthcheck,
+    Shell,
+    /// No instruction.
+    #[default]
+    Unknown,
+}
 
-/// `keyword` lowercased into `buf` without allocating; an over-long keyword (never an
-/// instruction) comes back as is.
-pub(crate) fn lowercase_keyword<'b>(keyword: &'b str, buf: &'b mut [u8; KEYWORD_MAX]) -> &'b str {
-    match buf.get_mut(..keyword.len()) {
-        Some(dst) if keyword.is_ascii() => {
-            dst.copy_from_slice(keyword.as_bytes());
-            dst.make_ascii_lowercase();
-            std::str::from_utf8(dst).unwrap_or(keyword)
+impl Keyword {
+    /// Every instruction, with its usual (uppercase) spelling.
+    const ALL: [(Keyword, &'static str); 18] = [
+        (Keyword::From, "FROM"),
+        (Keyword::Run, "RUN"),
+        (Keyword::Cmd, "CMD"),
+        (Keyword::Label, "LABEL"),
+        (Keyword::Maintainer, "MAINTAINER"),
+        (Keyword::Expose, "EXPOSE"),
+        (Keyword::Env, "ENV"),
+        (Keyword::Add, "ADD"),
+        (Keyword::Copy, "COPY"),
+        (Keyword::Entrypoint, "ENTRYPOINT"),
+        (Keyword::Volume, "VOLUME"),
+        (Keyword::User, "USER"),
+        (Keyword::Workdir, "WORKDIR"),
+        (Keyword::Arg, "ARG"),
+        (Keyword::Onbuild, "ONBUILD"),
+        (Keyword::Stopsignal, "STOPSIGNAL"),
+        (Keyword::Healthcheck, "HEALTHCHECK"),
+        (Keyword::Shell, "SHELL"),
+    ];
+
+    /// The instruction `word` names, ASCII letters in any case.
+    pub(crate) fn of(word: &str) -> Keyword {
+        let word = word.as_bytes();
+        if !(3..=11).contains(&word.len()) {
+            return Keyword::Unknown;
         }
-        _ => keyword,
+        Keyword::ALL
+            .iter()
+            .find(|(_, name)| word.eq_ignore_ascii_case(name.as_bytes()))
+            .map_or(Keyword::Unknown, |&(keyword, _)| keyword)
+    }
+
+    /// The usual spelling.
+    fn name(self) -> Option<&'static str> {
+        Keyword::ALL
+            .iter()
+            .find(|(keyword, _)| *keyword == self)
+            .map(|&(_, name)| name)
     }
 }
 
-/// The instructions, as usually written.
-const KEYWORDS: [&str; 18] = [
-    "FROM",
-    "RUN",
-    "CMD",
-    "LABEL",
-    "MAINTAINER",
-    "EXPOSE",
-    "ENV",
-    "ADD",
-    "COPY",
-    "ENTRYPOINT",
-    "VOLUME",
-    "USER",
-    "WORKDIR",
-    "ARG",
-    "ONBUILD",
-    "STOPSIGNAL",
-    "HEALTHCHECK",
-    "SHELL",
-];
-
 /// `keyword` as a node keeps it: a shared constant for the usual spellings.
-pub(crate) fn keyword_of(keyword: &str) -> Cow<'static, str> {
-    match KEYWORDS.iter().find(|k| **k == keyword) {
-        Some(k) => Cow::Borrowed(k),
-        None => Cow::Owned(keyword.to_owned()),
+fn keyword_of(keyword: &str, kind: Keyword) -> Cow<'static, str> {
+    match kind.name() {
+        Some(name) if name == keyword => Cow::Borrowed(name),
+        _ => Cow::Owned(keyword.to_owned()),
     }
 }
 
@@ -182,9 +214,7 @@ impl<'a> Lines<'a> {
         }
         let line = self.next_start();
         let start = self.pos;
-        let end = self.src[start..]
-            .find('\n')
-            .map_or(self.src.len(), |i| start + i);
+        let end = find_newline(&self.src.as_bytes()[start..]).map_or(self.src.len(), |i| start + i);
         if end - start > MAX_LINE_LEN {
             return Err(ParseError::new(
                 ErrorKind::LineTooLong { max: MAX_LINE_LEN },
@@ -212,6 +242,33 @@ impl<'a> Lines<'a> {
             line,
         }))
     }
+}
+
+/// The offset of the first `\n` in `bytes`, testing eight bytes at a time: lines are
+/// short, and a general search spends more on setting up than on searching.
+fn find_newline(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
+    const NEWLINES: u64 = u64::from_le_bytes([b'\n'; 8]);
+    let mut chunks = bytes.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word) ^ NEWLINES;
+        // The lowest set bit marks the first zero byte exactly (borrows only run
+        // upwards, past it).
+        let found = x.wrapping_sub(ONES) & !x & HIGHS;
+        if found != 0 {
+            return Some(at + found.trailing_zeros() as usize / 8);
+        }
+        at += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == b'\n')
+        .map(|i| at + i)
 }
 
 /// The line of byte `end - 1`, where `end` is the end of the text of `last`, the last
@@ -304,7 +361,7 @@ impl Read<'_> {
 
 fn raw_to_node(raw: &mut RawNode, line: &str, src: &str) -> Node {
     Node {
-        keyword: keyword_of(raw.keyword(line)),
+        keyword: keyword_of(raw.keyword(line), raw.kind),
         flags: raw
             .flags
             .iter_mut()
@@ -422,7 +479,7 @@ impl<'a> NodeReader<'a> {
             let line = logical.text(src);
             let node = &mut self.node;
             line::node_from_line(&ctx, line, 0, node)?;
-            if line.contains("<<") && node.can_contain_heredoc(line) {
+            if node.can_contain_heredoc() && line.contains("<<") {
                 for marker in heredoc::markers(line) {
                     let body_line = lines.next_start();
                     let body_start = body_line.offset;
@@ -518,19 +575,12 @@ fn record_directive(
 impl RawNode {
     /// Whether heredoc markers on this line open heredocs: RUN, COPY and ADD in shell
     /// form, directly or as an ONBUILD trigger.
-    fn can_contain_heredoc(&self, line: &str) -> bool {
-        let node = match (
-            &self.trigger,
-            self.keyword(line).eq_ignore_ascii_case("onbuild"),
-        ) {
-            (Some(trigger), true) => trigger,
+    fn can_contain_heredoc(&self) -> bool {
+        let node = match (&self.trigger, self.kind) {
+            (Some(trigger), Keyword::Onbuild) => trigger,
             _ => self,
         };
-        let mut buf = [0u8; KEYWORD_MAX];
-        matches!(
-            lowercase_keyword(node.keyword(line), &mut buf),
-            "run" | "copy" | "add"
-        ) && !node.json
+        matches!(node.kind, Keyword::Run | Keyword::Copy | Keyword::Add) && !node.json
     }
 }
 
@@ -584,6 +634,21 @@ mod tests {
             &src[flags[1].span.start..flags[1].span.end],
             "--mount=type=cache,target=/c"
         );
+    }
+
+    #[test]
+    fn newlines_found_at_every_offset() {
+        for len in 0..40 {
+            for at in 0..=len {
+                let mut bytes = vec![b'a'; len];
+                if let Some(b) = bytes.get_mut(at) {
+                    *b = b'\n';
+                }
+                bytes.extend_from_slice(b"\n\x8a\n");
+                assert_eq!(find_newline(&bytes), Some(at), "{len} {at}");
+            }
+        }
+        assert_eq!(find_newline(&[0x8a, 0x0b, 0x09, 0xff, 0, 0, 0, 0, 1]), None);
     }
 
     #[test]
