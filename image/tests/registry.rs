@@ -1732,3 +1732,58 @@ async fn bearer_tokens_cover_the_scopes_asked_for() {
         Err(RegistryError::Unauthorized { .. })
     ));
 }
+
+// ---------------------------------------------------------------------------------------
+// Memory.
+
+/// Peak resident memory of this test process in KiB (`VmHWM`).
+fn peak_rss_kib() -> u64 {
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/self/status")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_blobs_stream_in_bounded_memory() {
+    // Larger than the 100 MiB budget.
+    const SIZE: u64 = 112 << 20;
+    let registry = TestRegistry::start();
+    let host = registry.host();
+    let (_d, store) = DirStore::new();
+    // A zero-filled blob, sparse on disk, hashed by coreutils (an unoptimised test
+    // build hashes slowly).
+    let tmp = store.root.join("tmp/big");
+    fs::File::create(&tmp).unwrap().set_len(SIZE).unwrap();
+    let out = Command::new("sha256sum").arg(&tmp).output().unwrap();
+    let hex = String::from_utf8(out.stdout).unwrap();
+    let digest: Digest = format!("sha256:{}", &hex[..64]).parse().unwrap();
+    fs::rename(&tmp, store.path(&digest)).unwrap();
+
+    let mono = iref(&format!("{host}/big/mono:v1"));
+    let chunked = iref(&format!("{host}/big/chunked:v1"));
+    // Chunks larger than the memory budget: a buffered chunk would show.
+    for (reference, chunk_size) in [(&mono, None), (&chunked, Some(104 << 20))] {
+        let client = RegistryClient::new(ClientOptions {
+            chunk_size,
+            ..options()
+        })
+        .unwrap();
+        let outcome = client
+            .push_blob(reference, &digest, SIZE, store.clone(), &[], &NoProgress)
+            .await
+            .unwrap();
+        assert_eq!(outcome, PushOutcome::Uploaded);
+    }
+    let (_p, pulled) = DirStore::new();
+    let n = client()
+        .fetch_blob(&chunked, &digest, Some(SIZE), pulled.clone(), &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(n, SIZE);
+    assert_eq!(fs::metadata(pulled.path(&digest)).unwrap().len(), SIZE);
+    let peak = peak_rss_kib();
+    assert!(peak < 100 * 1024, "peak RSS {peak} KiB moving {SIZE} bytes");
+}

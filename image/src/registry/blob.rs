@@ -26,7 +26,8 @@ use crate::{BlobRead, BlobWrite, Digest, Digester, ImageRef};
 
 /// Pieces in flight between the network and a blocking reader or writer.
 const CHANNEL_DEPTH: usize = 8;
-/// Size of the pieces an upload reads from the store.
+/// Size of the pieces read from the store for an upload, and gathered from the network
+/// for a download.
 const READ_PIECE: usize = 64 << 10;
 
 type Piece = io::Result<Bytes>;
@@ -275,12 +276,15 @@ impl RegistryClient {
                 }));
             }
         }
-        loop {
+        // Small network reads are gathered into larger pieces before they cross to the
+        // store's thread.
+        let mut batch = bytes::BytesMut::new();
+        let outcome = loop {
             let mut chunk = match response.chunk().await {
                 Ok(Some(chunk)) => chunk,
-                Ok(None) => break,
+                Ok(None) => break Ok(()),
                 Err(source) => {
-                    return Err(DownloadError::Registry(RegistryError::Transport {
+                    break Err(DownloadError::Registry(RegistryError::Transport {
                         place: place.clone(),
                         what,
                         attempts: attempt,
@@ -308,12 +312,29 @@ impl RegistryClient {
                 }));
             }
             state.digester.update(&chunk);
-            if tx.send(Ok(chunk)).await.is_err() {
+            state.done = done;
+            let piece = if batch.is_empty() && chunk.len() >= READ_PIECE {
+                chunk
+            } else {
+                batch.extend_from_slice(&chunk);
+                if batch.len() < READ_PIECE {
+                    continue;
+                }
+                batch.split().freeze()
+            };
+            if tx.send(Ok(piece)).await.is_err() {
                 return Err(DownloadError::SinkGone);
             }
-            state.done = done;
             progress.advanced(digest, done);
+        };
+        // What arrived before the end (or a broken connection) is counted: deliver it.
+        if !batch.is_empty() {
+            if tx.send(Ok(batch.freeze())).await.is_err() {
+                return Err(DownloadError::SinkGone);
+            }
+            progress.advanced(digest, state.done);
         }
+        outcome?;
         match state.size {
             Some(size) if state.done < size || skip > 0 => {
                 Err(DownloadError::Registry(RegistryError::Truncated {
