@@ -89,7 +89,10 @@ impl<R: Read> TarReader<R> {
 
     /// The next entry, or `None` at the end-of-archive marker (or a clean end of input).
     pub(super) fn next_entry(&mut self) -> Result<Option<TarEntry>, HeaderProblem> {
-        self.skip(self.remaining + self.padding)?;
+        // Apart: a size field near u64::MAX (an entry whose data was never read) must
+        // give a truncated archive, not an overflow.
+        self.skip(self.remaining)?;
+        self.skip(self.padding)?;
         self.remaining = 0;
         self.padding = 0;
         let mut pax: Vec<Record> = Vec::new();

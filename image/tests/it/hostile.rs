@@ -356,6 +356,20 @@ fn size_larger_than_the_archive() {
 }
 
 #[test]
+fn directory_announcing_data_to_the_end_of_the_size_range() {
+    // Found by the `apply` fuzz target: a directory's data is skipped, not read, and
+    // its size plus padding overflowed.
+    let s = Sandbox::new();
+    let tar = RawTar::new()
+        .pax(&[("size", (u64::MAX - 1).to_string().as_bytes())])
+        .dir("big/")
+        .file("after", b"x")
+        .finish();
+    let p = header_problem(s.reject(&tar), 1);
+    assert!(matches!(p, HeaderProblem::Truncated), "{p:?}");
+}
+
+#[test]
 fn bogus_size_field() {
     let s = Sandbox::new();
     let mut block = [0u8; 512];
