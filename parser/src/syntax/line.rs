@@ -173,19 +173,26 @@ impl Logical {
     pub(crate) fn span(&self, columns: &Columns<'_>, start: usize, end: usize) -> Span {
         let first = self.piece(start);
         let s = first.source + (start - first.at);
-        let column = columns.column(first.line.offset, s);
-        let (e, end_line) = if end > start {
-            let last = self.piece(end - 1);
-            (last.source + (end - 1 - last.at) + 1, last.line.number)
-        } else {
-            (s, first.line.number)
-        };
-        Span {
+        let span = Span {
             line: first.line.number,
-            column,
-            end_line,
+            column: columns.column(first.line.offset, s),
+            end_line: first.line.number,
             start: s,
-            end: e,
+            end: s,
+        };
+        self.extend(span, start, end)
+    }
+
+    /// `span`, the span of text offset `start`, reaching on to text offset `end`.
+    fn extend(&self, span: Span, start: usize, end: usize) -> Span {
+        if end <= start {
+            return span;
+        }
+        let last = self.piece(end - 1);
+        Span {
+            end_line: last.line.number,
+            end: last.source + (end - 1 - last.at) + 1,
+            ..span
         }
     }
 }
@@ -203,9 +210,54 @@ impl LineContext<'_, '_> {
     }
 }
 
+/// `s` without leading whitespace (`char::is_whitespace`), ASCII bytes tested as they
+/// are.
+pub(crate) fn trim_start(s: &str) -> &str {
+    let skip = s
+        .bytes()
+        .position(|b| !matches!(b, b'\t'..=b'\r' | b' '))
+        .unwrap_or(s.len());
+    match s.as_bytes().get(skip) {
+        Some(&b) if b >= 0x80 => s[skip..].trim_start(),
+        _ => &s[skip..],
+    }
+}
+
+/// `s` without trailing whitespace (`char::is_whitespace`), ASCII bytes tested as they
+/// are.
+pub(crate) fn trim_end(s: &str) -> &str {
+    let keep = s
+        .bytes()
+        .rposition(|b| !matches!(b, b'\t'..=b'\r' | b' '))
+        .map_or(0, |i| i + 1);
+    match keep.checked_sub(1).map(|i| s.as_bytes()[i]) {
+        Some(b) if b >= 0x80 => s[..keep].trim_end(),
+        _ => &s[..keep],
+    }
+}
+
+/// `s` without whitespace at either end.
+fn trim(s: &str) -> &str {
+    trim_end(trim_start(s))
+}
+
 /// The whitespace BuildKit splits on (`[\t\v\f\r ]`).
 fn is_split_space(c: char) -> bool {
     matches!(c, '\t' | '\u{b}' | '\u{c}' | '\r' | ' ')
+}
+
+/// Whether `b` is a byte of [`is_split_space`] (all of which are ASCII).
+fn is_split_byte(b: &u8) -> bool {
+    matches!(b, b'\t' | 0x0b | 0x0c | b'\r' | b' ')
+}
+
+/// `s` without leading [`is_split_space`] characters.
+fn trim_start_split(s: &str) -> &str {
+    let skip = s
+        .bytes()
+        .position(|b| !is_split_byte(&b))
+        .unwrap_or(s.len());
+    &s[skip..]
 }
 
 /// Fills `node` (cleared first) from the line text `line`, found at offset `base` of the
@@ -216,20 +268,23 @@ pub(crate) fn node_from_line(
     base: usize,
     node: &mut RawNode,
 ) -> Result<(), ParseError> {
-    let lead = line.len() - line.trim_start().len();
-    let trimmed = line.trim();
+    let lead = line.len() - trim_start(line).len();
+    let trimmed = trim(line);
     let start = base + lead;
-    let cmd_len = trimmed.find(is_split_space).unwrap_or(trimmed.len());
+    let cmd_len = trimmed
+        .bytes()
+        .position(|b| is_split_byte(&b))
+        .unwrap_or(trimmed.len());
     let keyword = &trimmed[..cmd_len];
     let keyword_span = ctx.span(start, start + cmd_len);
     let after_cmd = &trimmed[cmd_len..];
-    let after_cmd = after_cmd.trim_start_matches(is_split_space);
+    let after_cmd = trim_start_split(after_cmd);
     let rest_base = start + (trimmed.len() - after_cmd.len());
     node.flags.clear();
     let rest_offset = extract_flags(ctx, after_cmd, rest_base, &mut node.flags);
     let raw_rest = &after_cmd[rest_offset..];
-    let rest = raw_rest.trim();
-    let rest_base = rest_base + rest_offset + (raw_rest.len() - raw_rest.trim_start().len());
+    let rest = trim(raw_rest);
+    let rest_base = rest_base + rest_offset + (raw_rest.len() - trim_start(raw_rest).len());
     let error = |kind| ParseError::new(kind, keyword_span);
 
     let kind = Keyword::of(keyword);
@@ -242,7 +297,9 @@ pub(crate) fn node_from_line(
     }
     node.json = false;
     node.heredocs.clear();
-    node.span = ctx.span(start, base + line.trim_end().len());
+    node.span = ctx
+        .logical
+        .extend(keyword_span, start, base + trim_end(line).len());
     node.keyword_span = keyword_span;
     let args = &mut node.args;
     match kind {
@@ -299,7 +356,7 @@ fn extract_flags(
     let mut pos = 0;
     loop {
         let rest = &line[pos..];
-        let start = pos + (rest.len() - rest.trim_start().len());
+        let start = pos + (rest.len() - trim_start(rest).len());
         if !line[start..].starts_with("--") {
             return start;
         }
@@ -442,7 +499,7 @@ fn maybe_json(rest: &str, base: usize, out: &mut Vec<Text>) -> Result<bool, Erro
 
 fn split_whitespace(rest: &str, base: usize, out: &mut Vec<Text>) {
     let mut at = 0;
-    for word in rest.split(is_split_space) {
+    for word in rest.as_bytes().split(is_split_byte) {
         if !word.is_empty() {
             out.push(Text::Slice(base + at, base + at + word.len()));
         }

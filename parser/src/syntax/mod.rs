@@ -293,10 +293,6 @@ fn extend(span: Span, end: usize, last: &PhysLine<'_>) -> Span {
     }
 }
 
-fn is_comment(line: &str) -> bool {
-    line.trim_start().starts_with('#')
-}
-
 /// Removes a trailing escape character (and the spaces and tabs after it) that
 /// continues the line, unless the escape character is itself escaped. Returns the kept
 /// text and whether the line ends the instruction.
@@ -316,7 +312,7 @@ pub fn parse_syntax(src: &str) -> Result<SyntaxTree, ParseError> {
     let mut reader = NodeReader::new(src);
     let mut nodes = Vec::with_capacity(src.len() / 64);
     while let Some(mut read) = reader.next_node()? {
-        nodes.push(read.to_node());
+        nodes.push(read.take_node());
     }
     reader.finish()?;
     Ok(SyntaxTree {
@@ -354,7 +350,7 @@ pub(crate) struct Read<'r> {
 
 impl Read<'_> {
     /// The public node, its strings copied out.
-    pub(crate) fn to_node(&mut self) -> Node {
+    pub(crate) fn take_node(&mut self) -> Node {
         raw_to_node(self.node, self.line, self.src)
     }
 }
@@ -435,7 +431,7 @@ impl<'a> NodeReader<'a> {
         let lines = &mut self.lines;
         let src = lines.src;
         while let Some(first) = lines.next()? {
-            let token = first.text.trim_start();
+            let token = line::trim_start(first.text);
             let token_start = first.start + (first.text.len() - token.len());
             if let Some(found) = self.scanner.scan(token) {
                 let span = columns.on_line(first.line, token_start, token_start + token.len());
@@ -464,7 +460,8 @@ impl<'a> NodeReader<'a> {
                     break;
                 };
                 last = next;
-                if is_comment(next.text) || next.text.trim_start().is_empty() {
+                let token = line::trim_start(next.text);
+                if token.is_empty() || token.starts_with('#') {
                     continue;
                 }
                 let (piece, end) = trim_continuation(next.text, escape);
