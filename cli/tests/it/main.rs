@@ -9,6 +9,7 @@ mod debug_parse;
 mod faulty_proxy;
 mod hostile;
 mod images;
+mod limits;
 mod registry;
 #[path = "../../../image/tests/support/registry.rs"]
 mod registry_support;
