@@ -13,12 +13,13 @@ use std::sync::{Arc, OnceLock};
 use anyhow::{Context as _, bail};
 use jiff::Timestamp;
 use kiln_cache::ContentStore;
+use kiln_image::oci_spec::image::ImageManifest;
 use kiln_image::registry::{
     ClientOptions, Credentials, RegistryClient, erase_credentials, pull_image, push_image,
     store_credentials,
 };
 use kiln_image::store::{ImageStore, ImageTarget};
-use kiln_image::{ImageRef, Platform};
+use kiln_image::{BlobRead, ImageRef, Platform};
 
 use crate::build::progress::ProgressMode;
 use crate::state::{State, display_name};
@@ -158,15 +159,50 @@ pub struct PushArgs {
 /// Pushes the stored image `manifest` as `reference`; returns the pushed digest.
 pub async fn push(
     content: &ContentStore,
+    images: &ImageStore,
     client: &RegistryClient,
     reference: &ImageRef,
     manifest: &kiln_image::Digest,
     display: &TransferDisplay,
 ) -> anyhow::Result<kiln_image::Digest> {
+    remember_mount_sources(content, images, client, reference);
     let store = Arc::new(content.clone());
     push_image(client, reference, manifest, store, display)
         .await
         .with_context(|| format!("pushing {reference}"))
+}
+
+/// Tells the client which other repositories of the same registry hold the blobs of
+/// images stored under their names (pulled or pushed there), so a push can mount
+/// those blobs instead of uploading them. Best effort: an unreadable record is
+/// skipped.
+fn remember_mount_sources(
+    content: &ContentStore,
+    images: &ImageStore,
+    client: &RegistryClient,
+    reference: &ImageRef,
+) {
+    let Ok(all) = images.read() else {
+        return;
+    };
+    for record in all.records() {
+        let Some(name) = &record.name else { continue };
+        if name.domain() != reference.domain() || name.path() == reference.path() {
+            continue;
+        }
+        let Ok(bytes) = content.read_blob(&record.image.digest) else {
+            continue;
+        };
+        let Ok(manifest) = serde_json::from_slice::<ImageManifest>(&bytes) else {
+            continue;
+        };
+        client.remember_blob(name, &record.image.config);
+        for layer in manifest.layers() {
+            if let Ok(digest) = layer.digest().to_string().parse() {
+                client.remember_blob(name, &digest);
+            }
+        }
+    }
 }
 
 /// Runs `kiln push`.
@@ -186,6 +222,7 @@ pub fn push_command(root: &std::path::Path, args: PushArgs) -> anyhow::Result<Ex
     let client = client()?;
     let digest = runtime()?.block_on(push(
         state.store.content(),
+        &state.images,
         &client,
         &reference,
         &resolved.image.digest,

@@ -27,6 +27,7 @@ use kiln_cache::SnapshotMode;
 use kiln_cache::context::{IgnoreMatcher, StatCache, read_ignore_file};
 use kiln_executor::{CancelToken, ExecError, RuncExecutor};
 use kiln_image::layer::WriteOptions;
+use kiln_image::store::ImageStore;
 use kiln_image::{Digest, ImageRef, Platform};
 use kiln_solver::lower::{LowerOptions, Lowered, lower};
 use kiln_solver::op::NetworkMode;
@@ -435,7 +436,15 @@ async fn build(root: &Path, args: BuildArgs) -> anyhow::Result<ExitCode> {
         }
         let pushes = TransferDisplay::attached(progress.mode(), "push", progress.multi());
         for name in names {
-            let digest = registry::push(content, &client, name, &image.manifest, &pushes).await?;
+            let digest = registry::push(
+                content,
+                &ImageStore::open(root),
+                &client,
+                name,
+                &image.manifest,
+                &pushes,
+            )
+            .await?;
             progress.println(&format!("pushing {name} ({digest}) done"));
         }
     }

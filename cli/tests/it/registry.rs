@@ -59,15 +59,26 @@ fn kiln_pushes_what_skopeo_and_docker_pull_and_pulls_what_docker_pushes() {
         &format!("oci:{}:app", oci.display()),
     ]);
 
-    // `kiln push` of a stored image under another name: every blob is already there.
-    let again = kiln.ok(&[
+    // `kiln push` of a stored image under another repository: the registry already
+    // holds its layers in the first one, so they are mounted, not uploaded.
+    let again = kiln.run(&[
         "push",
         "--progress",
         "plain",
         &name,
         &format!("{host}/kiln/other:2"),
     ]);
-    assert!(again.contains(&digest), "{again}");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&again.stdout),
+        String::from_utf8_lossy(&again.stderr),
+    );
+    assert!(again.status.success(), "{stderr}");
+    assert!(stdout.contains(&digest), "{stdout}");
+    assert!(
+        stderr.contains("mounted from another repository"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("uploaded"), "{stderr}");
 
     let docker = Dockerd::start();
     docker.ok(&["pull", &name]);
