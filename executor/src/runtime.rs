@@ -117,7 +117,27 @@ impl Runc {
 impl Runtime for Runc {
     fn run(&self, id: &str, bundle: &Path) -> Result<Child, RuntimeError> {
         use std::os::unix::process::CommandExt;
-        self.command()
+        let mut command = self.command();
+        let kiln = rustix::process::getpid();
+        // SAFETY: the hook only makes two system calls, which is all that is allowed
+        // between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                // If kiln dies, the runtime dies with it rather than go on setting up a
+                // container nobody will clean up after: the runtime's own init follows
+                // it, and a container already started is found by `runc list` and
+                // removed by the next build's cleanup. (The signal is tied to the thread
+                // that spawns the runtime, which supervises it to its end.)
+                rustix::process::set_parent_process_death_signal(Some(
+                    rustix::process::Signal::KILL,
+                ))?;
+                if rustix::process::getppid() != Some(kiln) {
+                    return Err(io::Error::other("kiln exited before the runtime started"));
+                }
+                Ok(())
+            });
+        }
+        command
             .arg("run")
             .arg("--bundle")
             .arg(bundle)
