@@ -247,7 +247,19 @@ pub fn export(
         date_history(&mut config, inherited_history, steps, results)?;
     }
     config.rootfs.diff_ids = layers.iter().map(|l| l.diff_id.clone()).collect();
-    let with_layer = config.history.iter().filter(|h| !h.empty_layer).count();
+    let mut with_layer = config.history.iter().filter(|h| !h.empty_layer).count();
+    if with_layer < layers.len() && inherited_history <= config.history.len() {
+        // History is optional: a base image may describe fewer layers than it has.
+        // Blank entries stand for them after the base's own, so that every layer keeps
+        // one entry (BuildKit makes them up too).
+        let missing = layers.len() - with_layer;
+        let blank = kiln_image::config::History::default();
+        config.history.splice(
+            inherited_history..inherited_history,
+            std::iter::repeat_n(blank, missing),
+        );
+        with_layer = layers.len();
+    }
     if with_layer != layers.len() {
         bail!(
             "internal error: the image has {} layers but {with_layer} history entries with a layer",

@@ -751,3 +751,157 @@ fn hostile_whiteouts_and_links_in_a_loaded_image_are_refused_when_it_is_used() {
     let logs: Vec<&str> = logs.iter().map(String::as_str).collect();
     sentinel.check(&kiln, &logs);
 }
+
+#[test]
+fn secrets_reach_the_step_but_nothing_kiln_keeps_or_prints() {
+    let kiln = Kiln::new();
+    let secret = unique("secret");
+    let dockerfile = format!(
+        "{BUSYBOX_BASE}RUN --mount=type=secret,id=s cat /run/secrets/s > /dev/null\n\
+         RUN --mount=type=secret,id=s,required=true cat /run/secrets/s | wc -c > /len\n\
+         RUN --mount=type=secret,id=s,env=S sh -c 'echo -n \"$S\"' | wc -c > /envlen\n\
+         RUN --mount=type=secret,id=s,target=/elsewhere sha256sum /elsewhere > /sum\n"
+    );
+    let ctx = busybox_context(&kiln.dir.path().join("ctx"), &dockerfile);
+    let secret_file = kiln.dir.path().join("secret-file");
+    fs::write(&secret_file, &secret).unwrap();
+    let spec = format!("id=s,src={}", secret_file.display());
+
+    let mut printed = Vec::new();
+    let (out, local_spec) = local(&kiln, "out");
+    for (i, progress) in ["plain", "rawjson"].into_iter().enumerate() {
+        let iid = kiln.dir.path().join(format!("iid-{i}"));
+        let args = [
+            "build",
+            "--progress",
+            progress,
+            "--no-cache",
+            "--secret",
+            &spec,
+            "-t",
+            "secret-test",
+            "--iidfile",
+            iid.to_str().unwrap(),
+            ctx.to_str().unwrap(),
+        ];
+        let run = kiln.run(&args);
+        let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
+        assert!(run.status.success(), "{progress}:\n{stderr}");
+        assert!(
+            stderr.contains("secret") || !stdout.is_empty(),
+            "{progress}: no output"
+        );
+        printed.extend([stdout, stderr]);
+    }
+    let run = kiln.run(&[
+        "build",
+        "--progress",
+        "plain",
+        "--secret",
+        &spec,
+        "-o",
+        &local_spec,
+        ctx.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    printed.push(String::from_utf8_lossy(&run.stderr).into_owned());
+
+    // The step saw it, and the mount point is not left in the image.
+    assert_eq!(
+        fs::read_to_string(out.join("len")).unwrap().trim(),
+        secret.len().to_string()
+    );
+    assert_eq!(
+        fs::read_to_string(out.join("envlen")).unwrap().trim(),
+        secret.len().to_string()
+    );
+    let sum = fs::read_to_string(out.join("sum")).unwrap();
+    assert!(
+        sum.starts_with(&Digest::of(secret.as_bytes()).hex().to_owned()),
+        "{sum}"
+    );
+    assert!(
+        !out.join("run/secrets/s").exists(),
+        "the mount point remained"
+    );
+    assert!(!out.join("elsewhere").exists(), "the mount point remained");
+
+    // A required secret that is not given stops the build, naming it.
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!("{BUSYBOX_BASE}RUN --mount=type=secret,id=s,required=true true\n"),
+    )
+    .unwrap();
+    let missing = kiln.run(&[
+        "build",
+        "--progress",
+        "plain",
+        "--no-cache",
+        ctx.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&missing.stderr).into_owned();
+    assert!(!missing.status.success(), "{stderr}");
+    assert!(stderr.contains("secret s is required"), "{stderr}");
+    printed.push(stderr);
+
+    // Everything kiln keeps: every blob (layers decompressed), the image config and
+    // history, the cache index, snapshots, state; and what it printed.
+    printed.push(kiln.ok(&["inspect", "secret-test"]));
+    printed.push(kiln.ok(&["history", "--no-trunc", "secret-test"]));
+    let index = kiln.root().join("index-v1.redb");
+    assert!(index.is_file(), "no cache index at {}", index.display());
+    let found = files_containing(&kiln.root(), secret.as_bytes());
+    assert!(found.is_empty(), "the secret was stored in {found:?}");
+    let found = files_containing(&out, secret.as_bytes());
+    assert!(found.is_empty(), "the secret was exported in {found:?}");
+    for text in &printed {
+        assert!(!text.contains(&secret), "the secret was printed:\n{text}");
+    }
+}
+
+#[test]
+fn a_base_image_without_history_can_be_built_on() {
+    // History is optional in an image config; tools that assemble images often leave
+    // it out.
+    let kiln = Kiln::new();
+    crate::support::require("runc", "runc");
+    let busybox = fs::read(busybox_rootfs(kiln.dir.path())).unwrap();
+    let extra = RawTar::default().file("extra", b"extra\n").finish();
+    let config = serde_json::to_vec(&json!({
+        "architecture": kiln_image::Platform::host().architecture(),
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [
+            Digest::of(&busybox).to_string(),
+            Digest::of(&extra).to_string(),
+        ]},
+    }))
+    .unwrap();
+    let archive = OciArchive {
+        layers: vec![busybox, extra],
+        config: Some(config),
+        ..OciArchive::default()
+    }
+    .tar("no-history:1");
+    let path = kiln.dir.path().join("image.tar");
+    fs::write(&path, archive).unwrap();
+    kiln.ok(&["load", "-i", path.to_str().unwrap()]);
+    let ctx = kiln.dir.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM no-history:1\nRUN cat /extra > /copy\n",
+    )
+    .unwrap();
+    build_ok(&kiln, &ctx, &["-t", "built:1"]);
+    let history = kiln.ok(&["history", "--no-trunc", "built:1"]);
+    assert_eq!(history.lines().count(), 4, "{history}");
+    assert!(
+        history.contains("RUN /bin/sh -c cat /extra > /copy"),
+        "{history}"
+    );
+}
