@@ -332,3 +332,54 @@ pub fn export(
         names,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(output: &Output) -> (Vec<String>, bool) {
+        match output {
+            Output::Image { names, push } => (names.iter().map(|n| n.to_string()).collect(), *push),
+            other => panic!("not an image output: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn image_and_registry_outputs() {
+        let tag: ImageRef = "127.0.0.1:5000/a:1".parse().unwrap();
+        let plain = Output::parse(None, vec![tag.clone()], false).unwrap();
+        assert_eq!(
+            names(&plain),
+            (vec!["127.0.0.1:5000/a:1".to_owned()], false)
+        );
+        let pushed = Output::parse(None, vec![tag.clone()], true).unwrap();
+        assert!(names(&pushed).1);
+        let registry = Output::parse(
+            Some("type=registry,name=127.0.0.1:5000/b:2"),
+            vec![tag],
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            names(&registry),
+            (
+                vec![
+                    "127.0.0.1:5000/a:1".to_owned(),
+                    "127.0.0.1:5000/b:2".to_owned()
+                ],
+                true
+            )
+        );
+        let image = Output::parse(Some("type=image,name=x:1,push=true"), vec![], false).unwrap();
+        assert!(names(&image).1);
+        for (bad, says) in [
+            ("type=image,push=yes", "expected true or false"),
+            ("type=oci,dest=/x,push=true", "applies to type=image"),
+            ("type=image,name=UPPER", "name"),
+            ("type=ftp", "not supported"),
+        ] {
+            let err = format!("{:#}", Output::parse(Some(bad), vec![], false).unwrap_err());
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
+}
