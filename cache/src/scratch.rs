@@ -305,6 +305,75 @@ mod tests {
     }
 
     #[test]
+    fn sweep_detaches_mounts_inside_and_spares_what_a_mount_elsewhere_stacks_on() {
+        use rustix::mount::{MountFlags, mount};
+        assert!(
+            rustix::process::geteuid().is_root(),
+            "this test mounts overlayfs and tmpfs: run it as root"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let scratch = dir.path().join("scratch");
+        // A dead process's view of a step, mounted inside its scratch entry.
+        let viewed = scratch.join("viewed");
+        let lower = dir.path().join("lower");
+        fs::create_dir_all(lower.join("bin")).unwrap();
+        fs::write(lower.join("bin/precious"), b"layer").unwrap();
+        for sub in ["upper", "work", "merged"] {
+            fs::create_dir_all(viewed.join(sub)).unwrap();
+        }
+        let options = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.display(),
+            viewed.join("upper").display(),
+            viewed.join("work").display()
+        );
+        mount(
+            "overlay",
+            viewed.join("merged"),
+            "overlay",
+            MountFlags::empty(),
+            Some(std::ffi::CString::new(options.clone()).unwrap().as_c_str()),
+        )
+        .unwrap();
+        // A dead process's step root: mounted outside, stacked on its scratch entry.
+        let stood_on = scratch.join("stood-on");
+        for sub in ["upper", "work"] {
+            fs::create_dir_all(stood_on.join(sub)).unwrap();
+        }
+        let root = dir.path().join("rootfs");
+        fs::create_dir(&root).unwrap();
+        let options = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.display(),
+            stood_on.join("upper").display(),
+            stood_on.join("work").display()
+        );
+        mount(
+            "overlay",
+            &root,
+            "overlay",
+            MountFlags::empty(),
+            Some(std::ffi::CString::new(options.clone()).unwrap().as_c_str()),
+        )
+        .unwrap();
+
+        let swept = sweep(&scratch, false);
+        let stood_on_left = stood_on.exists();
+        rustix::mount::unmount(&root, rustix::mount::UnmountFlags::DETACH).unwrap();
+        let swept = swept.unwrap();
+        assert_eq!(swept.entries, 1);
+        assert!(!viewed.exists(), "the viewed entry is removed");
+        assert_eq!(
+            fs::read(lower.join("bin/precious")).unwrap(),
+            b"layer",
+            "removal never reached through the mount"
+        );
+        assert!(stood_on_left, "an entry a mount stands on is kept");
+        assert_eq!(sweep(&scratch, false).unwrap().entries, 1);
+        assert!(!stood_on.exists(), "and removed once the mount is gone");
+    }
+
+    #[test]
     fn disk_usage_counts_hard_links_once() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("a"), [1u8; 64 * 1024]).unwrap();
