@@ -1091,6 +1091,27 @@ mod tests {
     }
 
     #[test]
+    fn a_collection_leaves_no_record_naming_a_blob_it_removed() {
+        let (_dir, store) = open();
+        let kept = store.content().put(b"kept").unwrap();
+        let dropped = store.content().put(b"dropped").unwrap();
+        let (a, b) = (Digest::of(b"a"), Digest::of(b"b"));
+        store.index().put(&a, &record(&[&kept])).unwrap();
+        store.index().put(&b, &record(&[&kept, &dropped])).unwrap();
+        let exclusive = store.lock_exclusive().unwrap();
+        let roots = crate::GcRoots {
+            tagged: vec![kept.clone()],
+            cache: Vec::new(),
+        };
+        let report = exclusive.gc(&roots, &crate::GcOptions::default()).unwrap();
+        assert_eq!(report.blobs, vec![(dropped, 7)]);
+        let store = exclusive.into_shared().unwrap();
+        assert!(store.index().get(&a).unwrap().is_some());
+        assert_eq!(store.index().get(&b).unwrap(), None);
+        assert!(store.check().unwrap().is_clean());
+    }
+
+    #[test]
     fn abandoned_scratch_is_found_and_live_scratch_is_left_alone() {
         let (_dir, store) = open();
         let snaps = store.snapshotter(SnapshotMode::Overlay).unwrap();

@@ -33,7 +33,7 @@ use kiln_image::oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest}
 use crate::root::{SNAPSHOTS_DIR, Store};
 use crate::scratch::Swept;
 use crate::snapshot::{SnapshotInfo, SnapshotMode, Snapshotter};
-use crate::{CacheError, ChainId, ContentStore};
+use crate::{CacheError, CacheRecord, ChainId, ContentStore};
 
 /// Blobs above this size are never parsed as manifests (the distribution spec's limit
 /// for a manifest is 4 MiB).
@@ -148,9 +148,50 @@ pub(crate) fn collect(
     // Nobody else has the store open, so nobody holds or waits for a step lock.
     store.step_locks()?.clear(false)?;
     let plan = plan(store, roots)?;
+    let doomed = choose(&plan, options);
+    // Cache records that name a blob about to go are dropped first: a collection cut
+    // short then leaves unreferenced blobs (collected next time), never a record
+    // whose blobs are gone.
+    forget_records_of(store, &doomed)?;
     let overlay = store.snapshotter(SnapshotMode::Overlay)?;
+    for (target, planned_size) in doomed {
+        match target {
+            Target::Blob(digest) => {
+                match store.content().delete(&digest) {
+                    Ok(()) | Err(CacheError::BlobNotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+                report.blobs.push((digest, planned_size));
+            }
+            Target::Snapshot(mode, chain_id) => {
+                let size = match mode {
+                    SnapshotMode::Overlay => overlay.remove(&chain_id)?,
+                    SnapshotMode::Copy => {
+                        store.snapshotter(SnapshotMode::Copy)?.remove(&chain_id)?
+                    }
+                };
+                report.snapshots.push(RemovedSnapshot {
+                    chain_id,
+                    mode,
+                    size,
+                });
+            }
+        }
+    }
+    report.bytes_freed = report.scratch.bytes
+        + report.blobs.iter().map(|(_, size)| size).sum::<u64>()
+        + report.snapshots.iter().map(|s| s.size).sum::<u64>();
+    Ok(report)
+}
+
+/// What a collection removes, in order, with the sizes the plan gives them: candidates
+/// weakest and least recently used first until the keep limit is met, an overlay
+/// snapshot's descendants just before it (so no snapshot is ever left without its
+/// parent).
+fn choose(plan: &Plan, options: &GcOptions) -> Vec<(Target, u64)> {
     let mut total = plan.blobs.bytes + plan.snapshots.bytes;
     let mut removed: HashSet<Target> = HashSet::new();
+    let mut doomed = Vec::new();
     for candidate in &plan.candidates {
         if candidate.tier == Tier::CacheOnly && !options.all {
             continue;
@@ -162,47 +203,53 @@ pub(crate) fn collect(
             continue;
         }
         match &candidate.target {
-            Target::Blob(digest) => {
-                store.content().delete(digest)?;
-                report.blobs.push((digest.clone(), candidate.size));
-                total -= candidate.size;
-                removed.insert(candidate.target.clone());
-            }
             Target::Snapshot(SnapshotMode::Overlay, chain_id) => {
-                // Children first, so no snapshot is ever left without its parent.
                 let mut order = Vec::new();
                 descendants(&plan.children, chain_id, &mut order);
                 order.push(chain_id.clone());
                 for id in order {
                     let target = Target::Snapshot(SnapshotMode::Overlay, id.clone());
-                    if removed.insert(target) {
-                        let size = overlay.remove(&id)?;
-                        total =
-                            total.saturating_sub(plan.overlay.get(&id).copied().unwrap_or(size));
-                        report.snapshots.push(RemovedSnapshot {
-                            chain_id: id,
-                            mode: SnapshotMode::Overlay,
-                            size,
-                        });
+                    if removed.insert(target.clone()) {
+                        let size = plan.overlay.get(&id).copied().unwrap_or_default();
+                        total = total.saturating_sub(size);
+                        doomed.push((target, size));
                     }
                 }
             }
-            Target::Snapshot(SnapshotMode::Copy, chain_id) => {
-                let size = store.snapshotter(SnapshotMode::Copy)?.remove(chain_id)?;
-                total -= candidate.size;
-                removed.insert(candidate.target.clone());
-                report.snapshots.push(RemovedSnapshot {
-                    chain_id: chain_id.clone(),
-                    mode: SnapshotMode::Copy,
-                    size,
-                });
+            target => {
+                removed.insert(target.clone());
+                total = total.saturating_sub(candidate.size);
+                doomed.push((target.clone(), candidate.size));
             }
         }
     }
-    report.bytes_freed = report.scratch.bytes
-        + report.blobs.iter().map(|(_, size)| size).sum::<u64>()
-        + report.snapshots.iter().map(|s| s.size).sum::<u64>();
-    Ok(report)
+    doomed
+}
+
+/// Removes the cache records that name any blob in `doomed`. Records that cannot be
+/// decoded are left for `kiln store check`.
+fn forget_records_of(store: &Store, doomed: &[(Target, u64)]) -> Result<(), CacheError> {
+    let blobs: HashSet<&Digest> = doomed
+        .iter()
+        .filter_map(|(target, _)| match target {
+            Target::Blob(digest) => Some(digest),
+            Target::Snapshot(..) => None,
+        })
+        .collect();
+    if blobs.is_empty() {
+        return Ok(());
+    }
+    let index = store.index();
+    let stale: Vec<String> = index
+        .raw()?
+        .into_iter()
+        .filter(|(_, bytes)| {
+            serde_json::from_slice::<CacheRecord>(bytes)
+                .is_ok_and(|record| record.layers.iter().any(|l| blobs.contains(&l.blob)))
+        })
+        .map(|(key, _)| key)
+        .collect();
+    Ok(index.remove_raw(&stale)?)
 }
 
 pub(crate) fn disk_usage(store: &Store, roots: &GcRoots) -> Result<DiskUsage, CacheError> {

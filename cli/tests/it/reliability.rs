@@ -159,11 +159,12 @@ fn crash_build_args() -> Vec<String> {
     Vec::new()
 }
 
-/// Kills `kiln build` with SIGKILL at random moments, and after every kill requires
-/// that the next build succeeds with the reference image, that `kiln store check` finds
-/// nothing wrong, and that no mount, container or temp entry is left. `KILN_CRASH_KILLS`
-/// sets how many kills must land in a running build (default 50), `KILN_CRASH_SEED`
-/// repeats a run (`scripts/soak-crash` runs this for longer).
+/// Kills `kiln build` (and now and then `kiln prune`) with SIGKILL at random moments,
+/// and after every kill requires that the next build succeeds with the reference image,
+/// that `kiln store check` finds nothing wrong, and that no mount, container or temp
+/// entry is left. `KILN_CRASH_KILLS` sets how many kills must land in a running command
+/// (default 50), `KILN_CRASH_SEED` repeats a run (`scripts/soak-crash` runs this for
+/// longer).
 #[test]
 fn killed_builds_leave_a_store_the_next_build_uses() {
     const VARIANTS: u64 = 3;
@@ -218,7 +219,7 @@ fn killed_builds_leave_a_store_the_next_build_uses() {
     eprintln!("crash loop: builds take {typical:?} (cached, middle stage rerun, no cache)");
 
     let mut random = Random(seed);
-    let (mut landed, mut attempts) = (0, 0);
+    let (mut landed, mut attempts, mut prunes_killed) = (0, 0, 0);
     let iid = kiln.dir.path().join("killed-iid");
     while landed < kills {
         attempts += 1;
@@ -232,40 +233,60 @@ fn killed_builds_leave_a_store_the_next_build_uses() {
             1..=4 => Rerun::Tools,
             _ => Rerun::Nothing,
         };
+        // One attempt in ten kills a collection instead (of everything, or of what
+        // the cache does not need), which must lose nothing the next build relies on.
+        let prune = match random.below(20) {
+            0 => Some(vec!["prune", "--all"]),
+            1 => Some(vec!["prune"]),
+            _ => None,
+        };
         let delay = typical[rerun as usize].mul_f64(random.unit());
-        let what = format!(
-            "attempt {attempts} (KILN_CRASH_SEED={seed}, V={variant}, rerun {rerun:?}, kill after {delay:?})"
-        );
-        let mut child = build_command(
-            &kiln,
-            &ctx,
-            "Dockerfile",
-            &iid,
-            &as_strs(&args(variant, rerun)),
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        let what = match &prune {
+            Some(prune) => format!(
+                "attempt {attempts} (KILN_CRASH_SEED={seed}, kiln {prune:?}, kill after {delay:?})"
+            ),
+            None => format!(
+                "attempt {attempts} (KILN_CRASH_SEED={seed}, V={variant}, rerun {rerun:?}, kill after {delay:?})"
+            ),
+        };
+        let mut command = match &prune {
+            Some(prune) => {
+                let mut command = kiln.command();
+                command.args(prune);
+                command
+            }
+            None => build_command(
+                &kiln,
+                &ctx,
+                "Dockerfile",
+                &iid,
+                &as_strs(&args(variant, rerun)),
+            ),
+        };
+        let mut child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         thread::sleep(delay);
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap();
             landed += 1;
+            prunes_killed += usize::from(prune.is_some());
         }
         child.wait().unwrap();
 
-        let id = build(
-            &kiln,
-            &ctx,
-            "Dockerfile",
-            &as_strs(&args(variant, Rerun::Nothing)),
-        );
+        // Tagged, so that a collection keeps the image's own layers.
+        let tag = format!("crash:{variant}");
+        let mut recovery = args(variant, Rerun::Nothing);
+        recovery.extend(["-t".to_owned(), tag]);
+        let id = build(&kiln, &ctx, "Dockerfile", &as_strs(&recovery));
         assert_eq!(id, expected[variant as usize], "{what}: wrong image");
         assert_nothing_left(&kiln, &what);
         assert_store_is_clean(&kiln, &what);
     }
     eprintln!(
-        "crash loop: {landed} kills survived in {attempts} attempts, {:?} in all (KILN_CRASH_SEED={seed})",
+        "crash loop: {landed} kills ({prunes_killed} of them in kiln prune) survived in {attempts} attempts, {:?} in all (KILN_CRASH_SEED={seed})",
         started.elapsed()
     );
 }
