@@ -153,10 +153,18 @@ enum Rerun {
     Everything,
 }
 
-/// Arguments every build of the crash loop gets beyond the variant. This is where the
-/// cache export (`--cache-to`) goes once kiln has it, so that kills land in it too.
-fn crash_build_args() -> Vec<String> {
-    Vec::new()
+/// Arguments every build of the crash loop gets beyond the variant: a cache export
+/// into an OCI layout under `dir`, so that kills land in it too.
+fn crash_build_args(dir: &Path) -> Vec<String> {
+    vec![
+        "--cache-to".to_owned(),
+        format!("type=local,dest={},mode=max", crash_cache(dir).display()),
+    ]
+}
+
+/// Where the crash loop's builds export their cache.
+fn crash_cache(dir: &Path) -> PathBuf {
+    dir.join("exported-cache")
 }
 
 /// Kills `kiln build` (and now and then `kiln prune`) with SIGKILL at random moments,
@@ -183,7 +191,7 @@ fn killed_builds_leave_a_store_the_next_build_uses() {
         &[("Dockerfile", crash_dockerfile())],
         &[("a.txt", "a\n"), ("data/one", "1\n"), ("data/two", "2\n")],
     );
-    let extra = crash_build_args();
+    let extra = crash_build_args(kiln.dir.path());
     // A killed build reruns steps now and then, so that kills land in steps that run
     // rather than in cache hits: rarely all of them (the busybox base is slow to
     // store), often the middle stage's.
@@ -221,6 +229,7 @@ fn killed_builds_leave_a_store_the_next_build_uses() {
     let mut random = Random(seed);
     let (mut landed, mut attempts, mut prunes_killed) = (0, 0, 0);
     let iid = kiln.dir.path().join("killed-iid");
+    let mut last_variant = 0;
     while landed < kills {
         attempts += 1;
         assert!(
@@ -284,7 +293,21 @@ fn killed_builds_leave_a_store_the_next_build_uses() {
         assert_eq!(id, expected[variant as usize], "{what}: wrong image");
         assert_nothing_left(&kiln, &what);
         assert_store_is_clean(&kiln, &what);
+        last_variant = variant;
     }
+    // The exported cache survived the kills: an empty store builds the last image
+    // from it.
+    let fresh = Kiln::new();
+    let mut from_cache = args(last_variant, Rerun::Nothing);
+    from_cache.extend([
+        "--cache-from".to_owned(),
+        format!("type=local,src={}", crash_cache(kiln.dir.path()).display()),
+    ]);
+    let id = build(&fresh, &ctx, "Dockerfile", &as_strs(&from_cache));
+    assert_eq!(
+        id, expected[last_variant as usize],
+        "built from the exported cache"
+    );
     eprintln!(
         "crash loop: {landed} kills ({prunes_killed} of them in kiln prune) survived in {attempts} attempts, {:?} in all (KILN_CRASH_SEED={seed})",
         started.elapsed()
