@@ -19,7 +19,7 @@ use kiln_image::archive::decode::{
     decode_config, decode_config_diff_ids, decode_docker_manifest, decode_index, decode_manifest,
 };
 use kiln_image::oci_spec::image::Descriptor;
-use kiln_image::{BlobRead, BlobWrite, Digest, Platform, archive};
+use kiln_image::{BlobRead, BlobWrite, Compression, Digest, Platform, archive};
 use libfuzzer_sys::fuzz_target;
 
 /// Blobs in a map, checked against their digests as the trait requires.
@@ -65,6 +65,18 @@ impl BlobWrite for MemStore {
         let len = buf.len() as u64;
         self.blobs.lock().unwrap().insert(expected.clone(), buf);
         Ok(len)
+    }
+}
+
+/// The most bytes a part may decompress to here.
+const UNPACKED_MAX: u64 = 1 << 20;
+
+fn unpacked_size(part: &[u8]) -> u64 {
+    match Compression::decompress(part) {
+        Ok((_, reader)) => {
+            io::copy(&mut reader.take(UNPACKED_MAX + 1), &mut io::sink()).unwrap_or(0)
+        }
+        Err(_) => 0,
     }
 }
 
@@ -151,7 +163,12 @@ fuzz_target!(|data: &[u8]| {
             let _ = decode_config(rest);
         }
         _ => {
-            let tar = archive_of(mode % 2 == 0, &split_parts(rest));
+            let parts = split_parts(rest);
+            // Layers are decompressed to check their diff IDs: no bombs.
+            if parts.iter().any(|part| unpacked_size(part) > UNPACKED_MAX) {
+                return;
+            }
+            let tar = archive_of(mode % 2 == 0, &parts);
             let store = MemStore::default();
             if let Ok(images) = archive::load(&tar[..], &store, scratch()) {
                 for image in images {
