@@ -711,8 +711,10 @@ fn hostile_whiteouts_and_links_in_a_loaded_image_are_refused_when_it_is_used() {
             Some("hard link target \"out/sentinel\" does not exist"),
             Some("\"h\": path goes through symlink \"out\""),
         ),
-        // A directory whose name merely starts like a whiteout is a directory.
+        // A directory whose name merely starts like a whiteout is a directory, even
+        // one named as the opaque marker.
         (one(".wh.../x"), None, None),
+        (one("d/.wh..wh..opq/x"), None, None),
     ];
     let ctx = kiln.dir.path().join("ctx");
     fs::create_dir_all(&ctx).unwrap();
