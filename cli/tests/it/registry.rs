@@ -143,7 +143,13 @@ fn a_registry_cache_makes_an_empty_store_run_nothing_and_build_the_same_image() 
         &["--cache-from", &format!("type=registry,ref={cache}")],
     );
     assert!(built.ran.is_empty(), "steps ran: {:?}", built.ran);
-    assert_eq!(again, digest, "the same image");
+    assert_eq!(
+        again,
+        digest,
+        "the same image:\n{}\n{}",
+        first.ok(&["inspect", &digest]),
+        second.ok(&["inspect", &again])
+    );
     // Only the final image's layers were downloaded; the builder stage's were not.
     let manifest = second.ok(&["inspect", &again]);
     let downloaded: Vec<&str> = built
