@@ -121,10 +121,11 @@ pub struct EncodedCache {
 }
 
 /// Encodes `records` as a cache artifact. Layers shared by several records are listed
-/// once.
+/// once; a blob that two steps made at different times (two steps can write the same
+/// bytes) is listed once per time, since each step's history is dated by its own.
 pub fn encode(records: &[(Digest, CacheRecord)]) -> EncodedCache {
     let mut layers: Vec<LayerRecord> = Vec::new();
-    let mut position: HashMap<Digest, usize> = HashMap::new();
+    let mut position: HashMap<(Digest, i64), usize> = HashMap::new();
     let mut entries = Vec::with_capacity(records.len());
     let mut seen_keys = BTreeMap::new();
     for (key, record) in records {
@@ -135,10 +136,12 @@ pub fn encode(records: &[(Digest, CacheRecord)]) -> EncodedCache {
             .layers
             .iter()
             .map(|layer| {
-                *position.entry(layer.blob.clone()).or_insert_with(|| {
-                    layers.push(layer.clone());
-                    layers.len() - 1
-                })
+                *position
+                    .entry((layer.blob.clone(), layer.created))
+                    .or_insert_with(|| {
+                        layers.push(layer.clone());
+                        layers.len() - 1
+                    })
             })
             .collect();
         entries.push(CacheEntry {
@@ -614,6 +617,36 @@ mod tests {
         assert_eq!(Digest::of(&cache.config), cache.config_digest);
         let decoded = decode(&manifest, &cache.config, "test").unwrap();
         assert_eq!(decoded, records);
+    }
+
+    #[test]
+    fn one_blob_made_at_two_times_keeps_both_times() {
+        // A COPY --from of a file a RUN wrote can make the very same blob.
+        let early = layer(1);
+        let late = LayerRecord {
+            created: 99,
+            ..layer(1)
+        };
+        let records = vec![
+            (
+                key(1),
+                CacheRecord {
+                    layers: vec![layer(2), early],
+                    created: 1,
+                },
+            ),
+            (
+                key(2),
+                CacheRecord {
+                    layers: vec![layer(2), layer(3), late],
+                    created: 2,
+                },
+            ),
+        ];
+        let cache = encode(&records);
+        assert_eq!(cache.layers.len(), 4);
+        let manifest: ImageManifest = serde_json::from_slice(&cache.manifest).unwrap();
+        assert_eq!(decode(&manifest, &cache.config, "t").unwrap(), records);
     }
 
     #[test]
