@@ -115,10 +115,11 @@ fn kiln_pushes_what_skopeo_and_docker_pull_and_pulls_what_docker_pushes() {
     assert!(kiln_images.contains(docker_id.trim()), "{kiln_images}");
 }
 
-/// A multi-stage Dockerfile whose builder stage's output feeds the final stage.
+/// A multi-stage Dockerfile whose builder stage's output feeds the final stage. The
+/// COPY --from makes the very blob the builder's RUN made, a second or more later.
 fn multi_stage() -> String {
     format!(
-        "{BASE}FROM base AS builder\nRUN echo compiled > /out\nFROM base\nCOPY --from=builder /out /out\nRUN cat /out > /final\n"
+        "{BASE}FROM base AS builder\nRUN echo compiled > /out\nFROM base\nRUN sleep 1.2 && echo > /x\nCOPY --from=builder /out /out\nRUN cat /out > /final\n"
     )
 }
 
@@ -133,7 +134,7 @@ fn a_registry_cache_makes_an_empty_store_run_nothing_and_build_the_same_image() 
         &ctx,
         &["--cache-to", &format!("type=registry,ref={cache},mode=max")],
     );
-    assert_eq!(built.ran.len(), 5, "{:?}", built.ran);
+    assert_eq!(built.ran.len(), 6, "{:?}", built.ran);
 
     let second = Kiln::new();
     let ctx = context(&second, &multi_stage(), &[]);
@@ -158,7 +159,7 @@ fn a_registry_cache_makes_an_empty_store_run_nothing_and_build_the_same_image() 
         .filter(|l| l.contains(": downloaded"))
         .filter_map(|l| l.split_whitespace().nth(1))
         .collect();
-    assert_eq!(downloaded.len(), 4, "{}", built.stderr);
+    assert_eq!(downloaded.len(), 5, "{}", built.stderr);
     for short in downloaded {
         let short = short.trim_end_matches(':');
         assert!(
