@@ -33,6 +33,9 @@ bench_kiln() {
         log "building kiln (cargo build --release -p kiln-cli)"
         (cd "$REPO" && cargo build --release -q -p kiln-cli)
         src=$REPO/target/release/kiln
+        KILN_DESC="built from $(cd "$REPO" && git rev-parse --short HEAD)$(cd "$REPO" && git diff --quiet HEAD -- . || echo ' with uncommitted changes')"
+    else
+        KILN_DESC="$src, built $(date -u -r "$src" '+%Y-%m-%d %H:%M UTC')"
     fi
     mkdir -p "$WORK/bin"
     cp "$src" "$WORK/bin/kiln"
