@@ -7,15 +7,60 @@
 //! shared (`Arc`) between the diffID hasher and the compressor rather than copied, and
 //! once its last reader is done its buffer goes back to a [`Buffers`] pool, so a steady
 //! stream reuses the same few megabytes instead of allocating and faulting in new ones.
+//!
+//! One pass already keeps every core busy, so a process runs at most as many passes at
+//! once as it has cores: more would add their buffers (tens of megabytes each), not
+//! speed. Steps of parallel stages that finish together take turns.
 
 use std::io::{self, Read, Write};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 
 use super::{Compression, LayerError};
 use crate::{Digest, Digester};
+
+/// How many passes run at once in this process, and a wake-up for those waiting.
+struct Gate {
+    running: Mutex<usize>,
+    freed: Condvar,
+}
+
+/// A pass's turn; the next waiting pass starts when it is dropped.
+struct Turn<'g>(&'g Gate);
+
+impl Gate {
+    const fn new() -> Gate {
+        Gate {
+            running: Mutex::new(0),
+            freed: Condvar::new(),
+        }
+    }
+
+    fn count(&self) -> MutexGuard<'_, usize> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until fewer than `limit` passes run, then counts this one.
+    fn enter(&self, limit: usize) -> Turn<'_> {
+        let mut running = self.count();
+        while *running >= limit.max(1) {
+            running = self.freed.wait(running).unwrap_or_else(|e| e.into_inner());
+        }
+        *running += 1;
+        Turn(self)
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        *self.0.count() -= 1;
+        self.0.freed.notify_one();
+    }
+}
+
+static PASSES: Gate = Gate::new();
 
 /// A piece of a stream in flight between stages.
 pub(super) type Chunk = Arc<Vec<u8>>;
@@ -162,6 +207,7 @@ where
     P: FnOnce(&mut ChunkWriter) -> Result<(), LayerError> + Send,
 {
     let workers = thread::available_parallelism().map_or(1, |n| n.get());
+    let _turn = PASSES.enter(workers);
     let buffers = Buffers::new();
     let (hash_tx, hash_rx) = bounded::<Chunk>(QUEUE);
     let (raw_tx, raw_rx) = bounded::<Chunk>(QUEUE);
@@ -283,4 +329,57 @@ fn zstd(
         send(&mut out)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Runs `threads` bodies at once, each inside `enter`, and returns the most that
+    /// were inside together.
+    fn most_at_once(threads: usize, enter: impl Fn(&(dyn Fn() + Sync)) + Sync) -> usize {
+        let inside = AtomicUsize::new(0);
+        let most = AtomicUsize::new(0);
+        let body = || {
+            let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(now, Ordering::SeqCst);
+            thread::sleep(Duration::from_millis(30));
+            inside.fetch_sub(1, Ordering::SeqCst);
+        };
+        thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| enter(&body));
+            }
+        });
+        most.into_inner()
+    }
+
+    #[test]
+    fn the_gate_lets_limit_passes_in_at_once() {
+        let gate = Gate::new();
+        let most = most_at_once(6, |body| {
+            let _turn = gate.enter(2);
+            body();
+        });
+        assert_eq!(most, 2);
+        assert_eq!(*gate.count(), 0, "every turn was given back");
+    }
+
+    #[test]
+    fn passes_beyond_the_cores_wait_their_turn() {
+        let workers = thread::available_parallelism().map_or(1, |n| n.get());
+        let most = most_at_once(workers * 3, |body| {
+            let mut out = Vec::new();
+            run(&mut out, Compression::None, 0, |w| {
+                body();
+                w.write_all(b"data")
+                    .map_err(|source| LayerError::WriteLayer { source })
+            })
+            .unwrap();
+        });
+        assert!(most <= workers, "{most} passes at once on {workers} cores");
+    }
 }
