@@ -369,27 +369,16 @@ impl RegistryClient {
                         attempts: attempt,
                         source,
                     })?;
-                let status = response.status().as_u16();
-                match status {
-                    200..=299 => Ok(response),
-                    401 | 403 => Err(RegistryError::Unauthorized {
-                        place: place.clone(),
-                        status,
-                        detail: error_message(response).await,
-                    }),
-                    429 | 500.. => Err(RegistryError::Status {
-                        place: place.clone(),
-                        what: what.clone(),
-                        status,
-                        detail: error_message(response).await,
-                    }),
-                    _ => Err(RegistryError::Token {
-                        place: place.clone(),
-                        realm: realm.to_owned(),
-                        status,
-                        detail: error_message(response).await,
-                    }),
+                let response = check_status(place, what, response).await?;
+                if response.status().is_success() {
+                    return Ok(response);
                 }
+                Err(RegistryError::Token {
+                    place: place.clone(),
+                    realm: realm.to_owned(),
+                    status: response.status().as_u16(),
+                    detail: error_message(response).await,
+                })
             })
             .await?;
         let body = read_limited(place, &what, response, SMALL_BODY_LIMIT).await?;
