@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures_util::StreamExt as _;
 use futures_util::stream;
@@ -57,20 +58,37 @@ pub async fn pull_image(
     }
     let sink: Arc<dyn BlobWrite + Send + Sync> = store.clone();
     let limit = client.options().max_concurrent_blobs.max(1);
+    // After a failure no new transfer starts, but those under way are waited for, so
+    // that when this returns no blob is still being written (or cleaned up) behind it.
+    let failed = AtomicBool::new(false);
+    let failed = &failed;
     let mut transfers = stream::iter(wanted)
         .map(|(digest, size)| {
             let sink = sink.clone();
             async move {
-                client
+                if failed.load(Ordering::Relaxed) {
+                    return Ok(0);
+                }
+                let result = client
                     .fetch_blob(reference, &digest, Some(size), sink, progress)
-                    .await
+                    .await;
+                if result.is_err() {
+                    failed.store(true, Ordering::Relaxed);
+                }
+                result
             }
         })
         .buffer_unordered(limit);
+    let mut first_error = None;
     while let Some(result) = transfers.next().await {
-        result?;
+        if let Err(e) = result {
+            first_error.get_or_insert(e);
+        }
     }
     drop(transfers);
+    if let Some(e) = first_error {
+        return Err(e);
+    }
     store_document(&store, &resolved.manifest).await?;
     if let Some(index) = &resolved.index {
         store_document(&store, index).await?;
