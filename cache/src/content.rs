@@ -16,7 +16,6 @@ use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use kiln_image::digest::DigestWriter;
 use kiln_image::{BlobRead, BlobWrite, Digest, Digester};
 use tempfile::NamedTempFile;
 
@@ -58,13 +57,26 @@ impl ContentStore {
 
     /// Starts writing a blob; see [`BlobWriter::commit`].
     pub fn writer(&self) -> Result<BlobWriter, CacheError> {
+        self.new_writer(true)
+    }
+
+    /// Starts writing a blob whose writer hashes every byte it writes itself (the layer
+    /// pipeline does): the store does not hash it again, and its
+    /// [`commit`](BlobWriter::commit) must be given the writer's digest.
+    pub fn writer_hashed_by_caller(&self) -> Result<BlobWriter, CacheError> {
+        self.new_writer(false)
+    }
+
+    fn new_writer(&self, hash: bool) -> Result<BlobWriter, CacheError> {
         let temp = NamedTempFile::with_prefix_in("blob-", &self.ingest)
             .map_err(CacheError::io("create a temp file in", &self.ingest))?;
         temp.as_file()
             .lock()
             .map_err(CacheError::io("lock", temp.path()))?;
         Ok(BlobWriter {
-            out: Digester::tee(BufWriter::with_capacity(1 << 16, temp)),
+            file: BufWriter::with_capacity(1 << 16, temp),
+            digester: hash.then(Digester::new),
+            len: 0,
             blobs: self.blobs.clone(),
         })
     }
@@ -186,7 +198,10 @@ pub(crate) fn touch(path: &Path) -> io::Result<()> {
 /// A blob being written. Write the bytes, then [`commit`](BlobWriter::commit); dropped
 /// without a commit, it removes its temp file and stores nothing.
 pub struct BlobWriter {
-    out: DigestWriter<BufWriter<NamedTempFile>>,
+    file: BufWriter<NamedTempFile>,
+    /// Hashes what is written; `None` when the caller does.
+    digester: Option<Digester>,
+    len: u64,
     blobs: PathBuf,
 }
 
@@ -194,12 +209,25 @@ impl BlobWriter {
     /// Checks the digest of what was written against `expected` (if given), syncs it and
     /// moves it into place. On a mismatch nothing is stored and
     /// [`CacheError::DigestMismatch`] is returned. Returns the digest and size.
+    ///
+    /// A writer from [`ContentStore::writer_hashed_by_caller`] stores what was written
+    /// under `expected`, which must be given.
     pub fn commit(self, expected: Option<&Digest>) -> Result<(Digest, u64), CacheError> {
         let temp_path = self.temp_path().to_owned();
-        let (buf, actual, size) = self.out.finish();
-        let temp = buf
+        let size = self.len;
+        let temp = self
+            .file
             .into_inner()
             .map_err(|e| CacheError::io("write", &temp_path)(e.into_error()))?;
+        let actual = match (self.digester, expected) {
+            (Some(digester), _) => digester.finish(),
+            (None, Some(expected)) => expected.clone(),
+            (None, None) => {
+                return Err(CacheError::io("commit", &temp_path)(io::Error::other(
+                    "a blob hashed by its writer needs that digest to be stored",
+                )));
+            }
+        };
         if let Some(expected) = expected
             && *expected != actual
         {
@@ -225,17 +253,22 @@ impl BlobWriter {
     }
 
     fn temp_path(&self) -> &Path {
-        self.out.get_ref().get_ref().path()
+        self.file.get_ref().path()
     }
 }
 
 impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.out.write(buf)
+        let n = self.file.write(buf)?;
+        if let Some(digester) = &mut self.digester {
+            digester.update(&buf[..n]);
+        }
+        self.len += n as u64;
+        Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+        self.file.flush()
     }
 }
 

@@ -107,6 +107,15 @@ pub enum CacheError {
         #[source]
         source: Box<kiln_image::layer::LayerError>,
     },
+    /// A plain layer could not be compressed for a registry or cache.
+    #[error("cannot compress layer {blob}")]
+    Compress {
+        /// The plain layer blob.
+        blob: Digest,
+        /// What the compressor reported.
+        #[source]
+        source: Box<kiln_image::layer::LayerError>,
+    },
 }
 
 impl CacheError {
@@ -132,7 +141,8 @@ impl From<CacheError> for io::Error {
             | CacheError::DiffIdMismatch { .. }
             | CacheError::BadMetadata { .. }
             | CacheError::BadManifest { .. }
-            | CacheError::Unpack { .. } => io::ErrorKind::InvalidData,
+            | CacheError::Unpack { .. }
+            | CacheError::Compress { .. } => io::ErrorKind::InvalidData,
             CacheError::Io { source, .. } => source.kind(),
             CacheError::UnsupportedLayout { .. } => io::ErrorKind::Unsupported,
             CacheError::CrossDevice { .. } => io::ErrorKind::CrossesDevices,

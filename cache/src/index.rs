@@ -19,6 +19,8 @@ use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefini
 use serde::{Deserialize, Serialize};
 
 const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records-v1");
+/// Plain layer blob and compression → the compressed variant's [`LayerRecord`].
+const VARIANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("variants-v1");
 
 /// How long to wait for another process to close the index before giving up.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(120);
@@ -188,6 +190,35 @@ impl CacheIndex {
                 out.push((k.value().to_owned(), v.value().to_vec()));
             }
             Ok(out)
+        })
+    }
+
+    /// The compressed variant remembered under `key` (see [`crate::variant`]); `None`
+    /// when there is none or what is stored does not parse (it is then made again).
+    pub(crate) fn variant(&self, key: &str) -> Result<Option<LayerRecord>, IndexError> {
+        if !self.path.exists() {
+            return Ok(None);
+        }
+        let bytes = self.with_db(|db| {
+            let txn = db.begin_read()?;
+            let table = match txn.open_table(VARIANTS) {
+                Ok(table) => table,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            Ok(table.get(key)?.map(|v| v.value().to_vec()))
+        })?;
+        Ok(bytes.and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
+    /// Remembers `variant` under `key`.
+    pub(crate) fn put_variant(&self, key: &str, variant: &LayerRecord) -> Result<(), IndexError> {
+        let bytes = serde_json::to_vec(variant).expect("layer records serialise");
+        self.with_db(|db| {
+            let txn = db.begin_write()?;
+            txn.open_table(VARIANTS)?.insert(key, bytes.as_slice())?;
+            txn.commit()?;
+            Ok(())
         })
     }
 

@@ -1,5 +1,6 @@
 //! What kiln keeps between builds: the content store (blobs by digest), snapshots
-//! (unpacked layer chains), the cache index and garbage collection.
+//! (unpacked layer chains), the cache index, compressed variants of plain layers and
+//! garbage collection.
 //!
 //! Everything lives under one root directory ([`Store`]), in versioned folders; the
 //! on-disk layout, its atomicity and locking rules are in `docs/storage.md`. Every write
@@ -19,6 +20,7 @@ pub mod remote;
 pub mod root;
 mod scratch;
 pub mod snapshot;
+pub mod variant;
 
 pub use chain::ChainId;
 pub use check::{CheckReport, Finding, Problem};

@@ -12,12 +12,15 @@
 //! A snapshot is built in a scratch directory (see `docs/storage.md`) holding `fs/` and
 //! `meta.json`, synced, and renamed to `<mode>/<chain hex>`. A rename onto an existing
 //! snapshot fails, so when two processes build the same one, the first rename wins and
-//! the other discards its copy: both get the same snapshot. The modification time of
+//! the other discards its copy: both get the same snapshot. Within a process, steps
+//! that need the same missing snapshot at once (parallel stages on one base) wait for
+//! one of them to unpack it instead of each unpacking a copy. The modification time of
 //! `meta.json` is the snapshot's last use.
 
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use kiln_image::Digest;
@@ -116,6 +119,53 @@ impl Drop for ScratchDir {
     }
 }
 
+/// The snapshots being unpacked by this process, and a wake-up for steps waiting on one.
+struct Unpacking {
+    dirs: Mutex<Vec<PathBuf>>,
+    done: Condvar,
+}
+
+/// The right to unpack one snapshot in this process; given back when dropped.
+struct Claim<'u> {
+    unpacking: &'u Unpacking,
+    dir: PathBuf,
+}
+
+impl Unpacking {
+    const fn new() -> Unpacking {
+        Unpacking {
+            dirs: Mutex::new(Vec::new()),
+            done: Condvar::new(),
+        }
+    }
+
+    fn dirs(&self) -> MutexGuard<'_, Vec<PathBuf>> {
+        self.dirs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits while another thread unpacks the snapshot at `dir`, then claims it.
+    fn claim(&self, dir: PathBuf) -> Claim<'_> {
+        let mut dirs = self.dirs();
+        while dirs.contains(&dir) {
+            dirs = self.done.wait(dirs).unwrap_or_else(|e| e.into_inner());
+        }
+        dirs.push(dir.clone());
+        Claim {
+            unpacking: self,
+            dir,
+        }
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.unpacking.dirs().retain(|d| *d != self.dir);
+        self.unpacking.done.notify_all();
+    }
+}
+
+static UNPACKING: Unpacking = Unpacking::new();
+
 /// Snapshots of one mode under a `snapshots-v1/` directory.
 #[derive(Debug, Clone)]
 pub struct Snapshotter {
@@ -202,6 +252,13 @@ impl Snapshotter {
                 for (layer, id) in layers.iter().zip(&chain) {
                     if self.get(id)?.is_some() {
                         self.mark_used(id)?;
+                        parent = Some(id);
+                        continue;
+                    }
+                    let _unpacking = UNPACKING.claim(self.dir_of(id));
+                    // Another step of this process may have made it while this one waited.
+                    if self.get(id)?.is_some() {
+                        self.mark_used(id)?;
                     } else {
                         let staging = self.scratch()?;
                         self.unpack(content, &staging, layer, id, WhiteoutMode::Overlay)?;
@@ -211,12 +268,15 @@ impl Snapshotter {
                 }
             }
             SnapshotMode::Copy if self.get(top)?.is_none() => {
-                let staging = self.scratch()?;
-                for layer in layers {
-                    self.unpack(content, &staging, layer, top, WhiteoutMode::Remove)?;
+                let _unpacking = UNPACKING.claim(self.dir_of(top));
+                if self.get(top)?.is_none() {
+                    let staging = self.scratch()?;
+                    for layer in layers {
+                        self.unpack(content, &staging, layer, top, WhiteoutMode::Remove)?;
+                    }
+                    let parent = chain.len().checked_sub(2).map(|p| &chain[p]);
+                    self.install(staging, parent, &top_layer.diff_id)?;
                 }
-                let parent = chain.len().checked_sub(2).map(|p| &chain[p]);
-                self.install(staging, parent, &top_layer.diff_id)?;
             }
             SnapshotMode::Copy => {}
         }
@@ -552,5 +612,41 @@ impl std::fmt::Display for SnapshotDamage {
             }
             SnapshotDamage::NoTree => "it has no fs/ directory",
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::thread;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn one_thread_at_a_time_unpacks_a_snapshot_and_others_are_not_held_up() {
+        let unpacking = Unpacking::new();
+        let (inside, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let others = AtomicUsize::new(0);
+        thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    let _claim = unpacking.claim(PathBuf::from("a"));
+                    let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    thread::sleep(Duration::from_millis(30));
+                    inside.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+            // A different snapshot is claimed at once, while "a" is busy.
+            s.spawn(|| {
+                thread::sleep(Duration::from_millis(10));
+                let _claim = unpacking.claim(PathBuf::from("b"));
+                others.fetch_add(inside.load(Ordering::SeqCst), Ordering::SeqCst);
+            });
+        });
+        assert_eq!(most.into_inner(), 1);
+        assert_eq!(others.into_inner(), 1, "b was claimed while a was held");
+        assert!(unpacking.dirs().is_empty(), "every claim was given back");
     }
 }

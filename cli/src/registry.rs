@@ -12,16 +12,18 @@ use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context as _, bail};
 use jiff::Timestamp;
-use kiln_cache::ContentStore;
+use kiln_cache::{CacheIndex, ContentStore, LayerRef, SnapshotMode, Store, variant};
 use kiln_image::oci_spec::image::ImageManifest;
 use kiln_image::registry::{
     ClientOptions, Credentials, RegistryClient, erase_credentials, pull_image, push_image,
     store_credentials,
 };
 use kiln_image::store::{ImageStore, ImageTarget};
-use kiln_image::{BlobRead, ImageRef, Platform};
+use kiln_image::{BlobRead, Compression, ImageRef, Platform};
 
 use crate::build::progress::ProgressMode;
+use crate::build::worker::stored_image_layers;
+use crate::build::workspace::overlay_works;
 use crate::state::{State, display_name};
 use crate::transfer::TransferDisplay;
 
@@ -125,6 +127,7 @@ pub fn pull_command(root: &std::path::Path, args: PullArgs) -> anyhow::Result<Ex
         &platform,
         &display,
     ))?;
+    unpack(&state.store, &target.digest).with_context(|| format!("unpacking {reference}"))?;
     if args.quiet {
         println!("{}", display_name(&reference));
     } else {
@@ -136,6 +139,27 @@ pub fn pull_command(root: &std::path::Path, args: PullArgs) -> anyhow::Result<Ex
         println!("{reference}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Unpacks a pulled image's layers into overlay snapshots, as `docker pull` does, so
+/// the first step that runs on it starts at once. Where overlayfs cannot be mounted,
+/// builds use copied trees made per step, and nothing is unpacked here.
+fn unpack(store: &Store, manifest: &kiln_image::Digest) -> anyhow::Result<()> {
+    let snapshots = store.snapshotter(SnapshotMode::Overlay)?;
+    if !overlay_works(&snapshots.scratch()?) {
+        return Ok(());
+    }
+    let layers: Vec<LayerRef> = stored_image_layers(store.content(), manifest)?
+        .into_iter()
+        .map(|l| LayerRef {
+            blob: l.blob,
+            diff_id: l.diff_id,
+        })
+        .collect();
+    if !layers.is_empty() {
+        snapshots.prepare(store.content(), &layers)?;
+    }
+    Ok(())
 }
 
 /// Arguments of `kiln push`.
@@ -156,18 +180,30 @@ pub struct PushArgs {
     destination: Option<String>,
 }
 
-/// Pushes the stored image `manifest` as `reference`; returns the pushed digest.
+/// Pushes the stored image `manifest` as `reference`; returns the pushed digest. Plain
+/// layers (what builds store) go out gzip-compressed, so the pushed manifest is not the
+/// stored one; the config, and the image ID, are the same.
 pub async fn push(
-    content: &ContentStore,
+    store: &Store,
     images: &ImageStore,
     client: &RegistryClient,
     reference: &ImageRef,
     manifest: &kiln_image::Digest,
     display: &TransferDisplay,
 ) -> anyhow::Result<kiln_image::Digest> {
-    remember_mount_sources(content, images, client, reference);
-    let store = Arc::new(content.clone());
-    push_image(client, reference, manifest, store, display)
+    let content = store.content();
+    remember_mount_sources(content, &store.index(), images, client, reference);
+    let manifest = {
+        let (content, index) = (content.clone(), store.index());
+        let manifest = manifest.clone();
+        tokio::task::spawn_blocking(move || {
+            variant::distributable(&content, &index, &manifest, Compression::Gzip)
+        })
+        .await?
+        .with_context(|| format!("compressing the layers of {reference}"))?
+    };
+    let blobs = Arc::new(content.clone());
+    push_image(client, reference, &manifest, blobs, display)
         .await
         .with_context(|| format!("pushing {reference}"))
 }
@@ -178,6 +214,7 @@ pub async fn push(
 /// skipped.
 fn remember_mount_sources(
     content: &ContentStore,
+    index: &CacheIndex,
     images: &ImageStore,
     client: &RegistryClient,
     reference: &ImageRef,
@@ -199,6 +236,10 @@ fn remember_mount_sources(
         client.remember_blob(name, &record.image.config);
         for layer in manifest.layers() {
             if let Ok(digest) = layer.digest().to_string().parse() {
+                // A plain layer was pushed as its gzip variant.
+                if let Ok(Some(variant)) = variant::known(index, &digest, Compression::Gzip) {
+                    client.remember_blob(name, &variant.blob);
+                }
                 client.remember_blob(name, &digest);
             }
         }
@@ -221,7 +262,7 @@ pub fn push_command(root: &std::path::Path, args: PushArgs) -> anyhow::Result<Ex
     let display = TransferDisplay::new(mode, "push");
     let client = client()?;
     let digest = runtime()?.block_on(push(
-        state.store.content(),
+        &state.store,
         &state.images,
         &client,
         &reference,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use jiff::Timestamp;
-use kiln_cache::{ContentStore, LayerRecord};
+use kiln_cache::{ContentStore, LayerRecord, variant};
 use kiln_image::archive::{ArchiveFormat, ArchiveImage, save};
 use kiln_image::config::ImageConfig;
 use kiln_image::layer::{ApplyOptions, Compression, WriteOptions, apply_layer, write_layer};
@@ -40,6 +40,8 @@ pub enum Output {
         dest: PathBuf,
         /// Names recorded in the archive.
         names: Vec<ImageRef>,
+        /// How its layers are compressed (`compression=`; gzip unless asked).
+        compression: Compression,
     },
     /// The final filesystem, unpacked into a directory.
     Local(PathBuf),
@@ -49,7 +51,8 @@ pub enum Output {
 
 impl Output {
     /// Parses `--output` (`type=image[,name=NAME][,push=true]`, `type=registry,name=NAME`,
-    /// `type=oci|docker|tar,dest=FILE`, `type=local,dest=DIR`); `-t` names and `--push`
+    /// `type=oci|docker,dest=FILE[,compression=gzip|zstd|uncompressed]`,
+    /// `type=tar,dest=FILE`, `type=local,dest=DIR`); `-t` names and `--push`
     /// add to an image output.
     pub fn parse(
         spec: Option<&str>,
@@ -62,6 +65,7 @@ impl Output {
         let mut kind = None;
         let mut dest = None;
         let mut push_field = None;
+        let mut compression = None;
         for field in spec.split(',') {
             match field.split_once('=') {
                 Some(("type", v)) => kind = Some(v.to_owned()),
@@ -77,9 +81,23 @@ impl Output {
                         _ => bail!("--output {spec:?}: push={v}: expected true or false"),
                     })
                 }
+                Some(("compression", v)) => {
+                    compression = Some(match v {
+                        "gzip" => Compression::Gzip,
+                        "zstd" => Compression::Zstd,
+                        "uncompressed" => Compression::None,
+                        _ => bail!(
+                            "--output {spec:?}: compression={v}: expected gzip, zstd or uncompressed"
+                        ),
+                    })
+                }
                 _ => bail!("--output {spec:?}: unknown field {field:?}"),
             }
         }
+        if compression.is_some() && !matches!(kind.as_deref(), Some("oci" | "docker")) {
+            bail!("--output {spec:?}: compression= applies to type=oci and type=docker");
+        }
+        let compression = compression.unwrap_or(Compression::Gzip);
         if push_field.is_some() && !matches!(kind.as_deref(), None | Some("image")) {
             bail!("--output {spec:?}: push= applies to type=image");
         }
@@ -97,11 +115,13 @@ impl Output {
                 format: ArchiveFormat::Oci,
                 dest: need_dest("oci")?,
                 names,
+                compression,
             },
             Some("docker") => Output::Archive {
                 format: ArchiveFormat::Docker,
                 dest: need_dest("docker")?,
                 names,
+                compression,
             },
             Some("local") => Output::Local(need_dest("local")?),
             Some("tar") => Output::Tar(need_dest("tar")?),
@@ -292,12 +312,21 @@ pub fn export(
             format,
             dest,
             names,
+            compression,
         } => {
+            // Layers are stored plain; the archive gets them compressed, as a registry
+            // would, unless asked otherwise.
+            let packed =
+                variant::distributable(content, &parts.index, &manifest.digest, *compression)?;
             let file =
                 File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
             let image = ArchiveImage {
                 names: names.clone(),
-                manifest: manifest.descriptor(),
+                manifest: Descriptor::new(
+                    manifest.media_type.clone(),
+                    content.size(&packed)?,
+                    &packed,
+                ),
             };
             save(BufWriter::new(file), *format, &[image], content)
                 .with_context(|| format!("writing {}", dest.display()))?;
@@ -372,11 +401,32 @@ mod tests {
         );
         let image = Output::parse(Some("type=image,name=x:1,push=true"), vec![], false).unwrap();
         assert!(names(&image).1);
+        for (spec, expected) in [
+            ("type=oci,dest=/x", Compression::Gzip),
+            ("type=docker,dest=/x,compression=zstd", Compression::Zstd),
+            (
+                "type=oci,dest=/x,compression=uncompressed",
+                Compression::None,
+            ),
+        ] {
+            match Output::parse(Some(spec), vec![], false).unwrap() {
+                Output::Archive { compression, .. } => assert_eq!(compression, expected, "{spec}"),
+                other => panic!("{spec}: {other:?}"),
+            }
+        }
         for (bad, says) in [
             ("type=image,push=yes", "expected true or false"),
             ("type=oci,dest=/x,push=true", "applies to type=image"),
             ("type=image,name=UPPER", "name"),
             ("type=ftp", "not supported"),
+            (
+                "type=oci,dest=/x,compression=xz",
+                "expected gzip, zstd or uncompressed",
+            ),
+            (
+                "type=image,compression=gzip",
+                "applies to type=oci and type=docker",
+            ),
         ] {
             let err = format!("{:#}", Output::parse(Some(bad), vec![], false).unwrap_err());
             assert!(err.contains(says), "{bad}: {err}");

@@ -12,8 +12,8 @@ pub(crate) mod progress;
 mod remote;
 mod resolver;
 mod secrets;
-mod worker;
-mod workspace;
+pub(crate) mod worker;
+pub(crate) mod workspace;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -26,7 +26,7 @@ use anyhow::{Context as _, bail};
 use kiln_cache::SnapshotMode;
 use kiln_cache::context::{IgnoreMatcher, StatCache, read_ignore_file};
 use kiln_executor::{CancelToken, ExecError, RuncExecutor};
-use kiln_image::layer::WriteOptions;
+use kiln_image::layer::{Compression, WriteOptions};
 use kiln_image::store::ImageStore;
 use kiln_image::{Digest, ImageRef, Platform};
 use kiln_solver::lower::{LowerOptions, Lowered, lower};
@@ -98,8 +98,9 @@ pub struct BuildArgs {
     #[arg(long)]
     platform: Option<String>,
 
-    /// Where the result goes: `type=image` (default), `type=oci|docker|tar,dest=FILE`,
-    /// `type=local,dest=DIR`.
+    /// Where the result goes: `type=image` (default), `type=registry`,
+    /// `type=oci|docker,dest=FILE[,compression=gzip|zstd|uncompressed]` (gzip unless
+    /// asked), `type=tar,dest=FILE`, `type=local,dest=DIR`.
     #[arg(short = 'o', long = "output", value_name = "SPEC")]
     output: Option<String>,
 
@@ -315,8 +316,11 @@ async fn build(root: &Path, args: BuildArgs) -> anyhow::Result<ExitCode> {
         },
         stat_cache: StatCache::open(stat_cache_file),
         progress: Arc::clone(&progress),
+        // Layers are kept plain (the blob is the diff: one hash, no compression) and
+        // compressed when they leave for a registry or cache.
         layer_options: WriteOptions {
             source_date_epoch: options.epoch,
+            compression: Compression::None,
             ..WriteOptions::default()
         },
         cancel: cancel.clone(),
@@ -419,6 +423,7 @@ async fn build(root: &Path, args: BuildArgs) -> anyhow::Result<ExitCode> {
                 solved.clone(),
                 &final_layers,
                 content,
+                &parts.index,
                 &remote,
                 Some(&client),
             )
@@ -430,6 +435,9 @@ async fn build(root: &Path, args: BuildArgs) -> anyhow::Result<ExitCode> {
             ));
         }
     }
+    // What the metadata file reports: the pushed manifest when the image was pushed
+    // (its layers compressed), the stored one otherwise.
+    let mut manifest_digest = image.manifest.clone();
     if let Output::Image { names, push: true } = &output {
         if names.is_empty() {
             bail!("--push needs a name for the image (-t NAME)");
@@ -437,7 +445,7 @@ async fn build(root: &Path, args: BuildArgs) -> anyhow::Result<ExitCode> {
         let pushes = TransferDisplay::attached(progress.mode(), "push", progress.multi());
         for name in names {
             let digest = registry::push(
-                content,
+                &parts.store,
                 &ImageStore::open(root),
                 &client,
                 name,
@@ -446,6 +454,7 @@ async fn build(root: &Path, args: BuildArgs) -> anyhow::Result<ExitCode> {
             )
             .await?;
             progress.println(&format!("pushing {name} ({digest}) done"));
+            manifest_digest = digest;
         }
     }
     if let Some(path) = &args.iidfile {
@@ -454,7 +463,7 @@ async fn build(root: &Path, args: BuildArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(path) = &args.metadata_file {
         let metadata = serde_json::json!({
-            "containerimage.digest": image.manifest.to_string(),
+            "containerimage.digest": manifest_digest.to_string(),
             "containerimage.config.digest": image.config.to_string(),
             "image.name": image.names.join(","),
         });

@@ -17,10 +17,10 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context as _, bail};
 use kiln_cache::remote::{self, DEFAULT_LAYOUT_TAG, Layout, MAX_CONFIG_SIZE};
-use kiln_cache::{CacheIndex, CacheRecord, ContentStore, LayerRecord};
+use kiln_cache::{CacheIndex, CacheRecord, ContentStore, LayerRecord, variant};
 use kiln_image::oci_spec::image::{ImageManifest, MediaType};
 use kiln_image::registry::{RegistryClient, RegistryError};
-use kiln_image::{BlobWrite, Digest, ImageRef};
+use kiln_image::{BlobWrite, Compression, Digest, ImageRef};
 
 use crate::transfer::TransferDisplay;
 
@@ -481,12 +481,17 @@ pub async fn export(
     records: Vec<(Digest, CacheRecord)>,
     image_layers: &[LayerRecord],
     content: &ContentStore,
+    index: &CacheIndex,
     imported: &RemoteCaches,
     client: Option<&RegistryClient>,
 ) -> anyhow::Result<Digest> {
     let records = match export.mode {
         CacheMode::Max => records,
         CacheMode::Min => remote::only_image_chain(records, image_layers),
+    };
+    let records = {
+        let (content, index) = (content.clone(), index.clone());
+        tokio::task::spawn_blocking(move || compress_records(&content, &index, records)).await??
     };
     let cache = remote::encode(&records);
     let digest = cache.manifest_digest.clone();
@@ -543,6 +548,38 @@ pub async fn export(
         }
     }
     Ok(digest)
+}
+
+/// `records` with their plain layers replaced by gzip variants (made once per layer):
+/// a cache is for other machines, and travels compressed like an image.
+fn compress_records(
+    content: &ContentStore,
+    index: &CacheIndex,
+    records: Vec<(Digest, CacheRecord)>,
+) -> anyhow::Result<Vec<(Digest, CacheRecord)>> {
+    let mut variants: HashMap<Digest, LayerRecord> = HashMap::new();
+    records
+        .into_iter()
+        .map(|(key, mut record)| {
+            for layer in &mut record.layers {
+                let variant = match variants.get(&layer.blob) {
+                    Some(known) => known.clone(),
+                    None => {
+                        let made = variant::compressed(content, index, layer, Compression::Gzip)
+                            .with_context(|| format!("compressing layer {}", layer.blob))?;
+                        variants.insert(layer.blob.clone(), made.clone());
+                        made
+                    }
+                };
+                // Each record keeps its own date for the layer.
+                *layer = LayerRecord {
+                    created: layer.created,
+                    ..variant
+                };
+            }
+            Ok((key, record))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context as _, bail};
 use kiln_cache::context::{ContextTree, IgnoreMatcher, Selection, StatCache, checksum};
-use kiln_cache::{CacheIndex, CacheRecord, ChainId, LayerRecord, LayerRef, Snapshotter, Store};
+use kiln_cache::{
+    CacheIndex, CacheRecord, ChainId, ContentStore, LayerRecord, LayerRef, Snapshotter, Store,
+};
 use kiln_executor::{
     CancelToken, ExecRequest, Executor, Mount, MountKind, NetworkMode, OutputStream, RuncExecutor,
     SecurityMode,
@@ -316,36 +318,7 @@ impl WorkerParts {
 
     /// The layers of an image in the store.
     fn image_layers(&self, manifest: &Digest) -> anyhow::Result<StateRef> {
-        let content = self.store.content();
-        let manifest_bytes = content
-            .read_blob(manifest)
-            .with_context(|| format!("reading manifest {manifest}"))?;
-        let parsed: ImageManifest = serde_json::from_slice(&manifest_bytes)
-            .with_context(|| format!("parsing manifest {manifest}"))?;
-        let config_digest: Digest = parsed.config().digest().to_string().parse()?;
-        let config: ImageConfig = serde_json::from_slice(&content.read_blob(&config_digest)?)
-            .with_context(|| format!("parsing image config {config_digest}"))?;
-        if config.rootfs.diff_ids.len() != parsed.layers().len() {
-            bail!(
-                "image {manifest} has {} layers but its config lists {} diff IDs",
-                parsed.layers().len(),
-                config.rootfs.diff_ids.len()
-            );
-        }
-        let layers = parsed
-            .layers()
-            .iter()
-            .zip(&config.rootfs.diff_ids)
-            .map(|(layer, diff_id)| {
-                Ok(LayerRecord {
-                    diff_id: diff_id.clone(),
-                    blob: layer.digest().to_string().parse()?,
-                    size: layer.size(),
-                    media_type: layer.media_type().to_string(),
-                    created: 0,
-                })
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let layers = stored_image_layers(self.store.content(), manifest)?;
         Ok(StateRef::Layers(Arc::new(layers)))
     }
 
@@ -420,7 +393,7 @@ impl WorkerParts {
         if !changed {
             return Ok(layer.clone());
         }
-        let mut writer = content.writer()?;
+        let mut writer = content.writer_hashed_by_caller()?;
         let written = write_layer(&tree, &mut writer, &self.layer_options)?;
         writer.commit(Some(&written.digest))?;
         Ok(LayerRecord {
@@ -517,7 +490,7 @@ impl WorkerParts {
     ) -> anyhow::Result<StateRef> {
         // A step that changed nothing still gets its (empty) layer, as in docker build.
         let content = self.store.content();
-        let mut writer = content.writer()?;
+        let mut writer = content.writer_hashed_by_caller()?;
         let options = WriteOptions {
             source,
             ..self.layer_options.clone()
@@ -629,6 +602,43 @@ impl WorkerParts {
             }
         }))
     }
+}
+
+/// The layers of the image manifest `manifest` in `content`, bottom first, with the
+/// diff IDs its config lists.
+pub(crate) fn stored_image_layers(
+    content: &ContentStore,
+    manifest: &Digest,
+) -> anyhow::Result<Vec<LayerRecord>> {
+    let manifest_bytes = content
+        .read_blob(manifest)
+        .with_context(|| format!("reading manifest {manifest}"))?;
+    let parsed: ImageManifest = serde_json::from_slice(&manifest_bytes)
+        .with_context(|| format!("parsing manifest {manifest}"))?;
+    let config_digest: Digest = parsed.config().digest().to_string().parse()?;
+    let config: ImageConfig = serde_json::from_slice(&content.read_blob(&config_digest)?)
+        .with_context(|| format!("parsing image config {config_digest}"))?;
+    if config.rootfs.diff_ids.len() != parsed.layers().len() {
+        bail!(
+            "image {manifest} has {} layers but its config lists {} diff IDs",
+            parsed.layers().len(),
+            config.rootfs.diff_ids.len()
+        );
+    }
+    parsed
+        .layers()
+        .iter()
+        .zip(&config.rootfs.diff_ids)
+        .map(|(layer, diff_id)| {
+            Ok(LayerRecord {
+                diff_id: diff_id.clone(),
+                blob: layer.digest().to_string().parse()?,
+                size: layer.size(),
+                media_type: layer.media_type().to_string(),
+                created: 0,
+            })
+        })
+        .collect()
 }
 
 fn now() -> i64 {

@@ -27,7 +27,7 @@ pub use compression::Compression;
 pub use diff::diff_trees;
 pub use tar_reader::{EXTENSION_MAX, HeaderProblem};
 pub use whiteout::WhiteoutMode;
-pub use writer::{Source, WriteOptions, write_layer};
+pub use writer::{Source, WriteOptions, compress_layer, write_layer};
 
 use crate::Digest;
 

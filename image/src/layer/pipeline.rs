@@ -209,6 +209,9 @@ where
     let workers = thread::available_parallelism().map_or(1, |n| n.get());
     let _turn = PASSES.enter(workers);
     let buffers = Buffers::new();
+    if compression == Compression::None {
+        return plain(out, &buffers, produce);
+    }
     let (hash_tx, hash_rx) = bounded::<Chunk>(QUEUE);
     let (raw_tx, raw_rx) = bounded::<Chunk>(QUEUE);
     let (packed_tx, packed_rx) = bounded::<Chunk>(QUEUE);
@@ -238,12 +241,7 @@ where
         let compressor = {
             let buffers = buffers.clone();
             s.spawn(move || match compression {
-                Compression::None => {
-                    for chunk in raw_rx {
-                        packed_tx.send(chunk).map_err(|_| consumer_gone())?;
-                    }
-                    Ok(())
-                }
+                Compression::None => unreachable!("plain layers take the single-hash path"),
                 Compression::Gzip => {
                     super::gzip::compress(raw_rx, packed_tx, level.unsigned_abs(), workers)
                 }
@@ -251,18 +249,7 @@ where
             })
         };
 
-        let mut digester = Digester::new();
-        let mut written = Ok(());
-        for chunk in &packed_rx {
-            digester.update(&chunk);
-            if let Err(source) = out.write_all(&chunk) {
-                written = Err(source);
-                break;
-            }
-            buffers.recycle(chunk);
-        }
-        drop(packed_rx);
-
+        let (written, digest, size) = drain(packed_rx, out, &buffers);
         let produced = producer.join().expect("layer producer thread panicked");
         let compressed = compressor.join().expect("layer compressor thread panicked");
         let (diff_id, diff_size) = hasher.join().expect("layer hasher thread panicked");
@@ -270,14 +257,67 @@ where
         written.map_err(|source| LayerError::WriteLayer { source })?;
         produced?;
         compressed.map_err(|source| LayerError::WriteLayer { source })?;
-        let size = digester.len();
         Ok(Hashed {
             diff_id,
             diff_size,
-            digest: digester.finish(),
+            digest,
             size,
         })
     })
+}
+
+/// The pass of an uncompressed layer: the blob is the tar, so one hash gives both the
+/// diffID and the digest.
+fn plain<W, P>(out: &mut W, buffers: &Buffers, produce: P) -> Result<Hashed, LayerError>
+where
+    W: Write,
+    P: FnOnce(&mut ChunkWriter) -> Result<(), LayerError> + Send,
+{
+    let (raw_tx, raw_rx) = bounded::<Chunk>(QUEUE);
+    thread::scope(|s| {
+        let producer = {
+            let buffers = buffers.clone();
+            s.spawn(move || {
+                let mut w = ChunkWriter::new(vec![raw_tx], buffers);
+                produce(&mut w)?;
+                w.send_full()
+                    .map_err(|source| LayerError::WriteLayer { source })
+            })
+        };
+        let (written, digest, size) = drain(raw_rx, out, buffers);
+        let produced = producer.join().expect("layer producer thread panicked");
+        written.map_err(|source| LayerError::WriteLayer { source })?;
+        produced?;
+        Ok(Hashed {
+            diff_id: digest.clone(),
+            diff_size: size,
+            digest,
+            size,
+        })
+    })
+}
+
+/// Hashes the chunks from `input` and writes them to `out`; returns how writing went
+/// and the digest and length of what was written. On a write error the channel is
+/// dropped, which stops the stages feeding it.
+fn drain<W: Write>(
+    input: Receiver<Chunk>,
+    out: &mut W,
+    buffers: &Buffers,
+) -> (io::Result<()>, Digest, u64) {
+    let mut digester = Digester::new();
+    let mut written = Ok(());
+    for chunk in &input {
+        digester.update(&chunk);
+        if let Err(source) = out.write_all(&chunk) {
+            written = Err(source);
+            break;
+        }
+        buffers.recycle(chunk);
+    }
+    drop(input);
+    let size = digester.len();
+    (written, digester.finish(), size)
 }
 
 /// Compresses the chunks from `input` into one zstd frame sent to `output` in chunks.

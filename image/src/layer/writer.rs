@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::fs::{File, Metadata};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
@@ -129,6 +129,33 @@ pub fn write_layer<W: Write>(
         diff_id: hashed.diff_id,
         diff_size: hashed.diff_size,
         media_type: options.flavor.layer(compression),
+        compression,
+    })
+}
+
+/// Compresses the plain tar read from `tar` into `out` as a layer blob of the given
+/// flavor, and describes it: how a layer kept uncompressed in a store is made ready for
+/// a registry. The diffID is the digest of what was read, so a caller that knows which
+/// blob it read can check that it read all of it, unchanged.
+pub fn compress_layer<R: Read + Send, W: Write>(
+    mut tar: R,
+    out: &mut W,
+    compression: Compression,
+    level: Option<i32>,
+    flavor: Flavor,
+) -> Result<LayerDescriptor, LayerError> {
+    let level = compression.check_level(level.unwrap_or(compression.default_level()))?;
+    let hashed = pipeline::run(out, compression, level, |w| {
+        w.copy_from(&mut tar, u64::MAX)
+            .map(drop)
+            .map_err(|source| LayerError::ReadLayer { source })
+    })?;
+    Ok(LayerDescriptor {
+        digest: hashed.digest,
+        size: hashed.size,
+        diff_id: hashed.diff_id,
+        diff_size: hashed.diff_size,
+        media_type: flavor.layer(compression),
         compression,
     })
 }
