@@ -308,6 +308,14 @@ impl RemoteCaches {
 
     /// Fetches the blobs of `layers` that the content store lacks and a remote cache
     /// has (from async code).
+    /// The registry repository an imported layer blob can be had from, if any.
+    fn registry_source(&self, blob: &Digest) -> Option<&ImageRef> {
+        match self.sources.get(blob) {
+            Some(BlobSource::Registry(reference)) => Some(reference),
+            _ => None,
+        }
+    }
+
     pub async fn fetch_layers(
         &self,
         content: &ContentStore,
@@ -474,8 +482,8 @@ async fn inline_records(
     Ok(remote::decode_inline(inline, layers, &place)?)
 }
 
-/// Writes a cache of `records` to `export`. Layer blobs missing here are fetched
-/// from the imported caches first.
+/// Writes a cache of `records` to `export`. Layer blobs missing here are fetched from
+/// the imported caches first, except those the destination registry already holds.
 pub async fn export(
     export: &CacheExport,
     records: Vec<(Digest, CacheRecord)>,
@@ -495,9 +503,9 @@ pub async fn export(
     };
     let cache = remote::encode(&records);
     let digest = cache.manifest_digest.clone();
-    imported.fetch_layers(content, &cache.layers).await?;
     match &export.location {
         CacheLocation::Local { dir, tag } => {
+            imported.fetch_layers(content, &cache.layers).await?;
             let layout = Layout::new(dir);
             let content = content.clone();
             let tag = tag.clone();
@@ -509,13 +517,24 @@ pub async fn export(
             let client = client.context("internal error: no registry client for --cache-to")?;
             let source: Arc<dyn kiln_image::BlobRead + Send + Sync> = Arc::new(content.clone());
             for layer in &cache.layers {
+                // A layer imported and never needed here is not downloaded only to be
+                // sent back where it is (a cache exported where it was imported from).
+                let mount_from: Vec<ImageRef> =
+                    imported.registry_source(&layer.blob).cloned().into_iter().collect();
+                if !content.contains(&layer.blob)
+                    && !client.blob_exists(reference, &layer.blob).await?
+                {
+                    imported
+                        .fetch_layers(content, std::slice::from_ref(layer))
+                        .await?;
+                }
                 client
                     .push_blob(
                         reference,
                         &layer.blob,
                         layer.size,
                         Arc::clone(&source),
-                        &[],
+                        &mount_from,
                         imported.display.as_ref(),
                     )
                     .await

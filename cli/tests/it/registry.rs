@@ -183,6 +183,40 @@ fn a_registry_cache_makes_an_empty_store_run_nothing_and_build_the_same_image() 
     // The records are now local: a third build needs no remote cache.
     let third = build(&second, &ctx, &[]);
     assert!(third.ran.is_empty(), "{:?}", third.ran);
+
+    // A pipeline's later job: a fresh store imports the cache and exports it again to
+    // the same place. Layers it did not need (the builder stage's) are not downloaded
+    // to be sent back: the registry has them.
+    let job = Kiln::new();
+    let ctx = context(&job, &multi_stage(), &[]);
+    let (built, _, job_id) = built_image(
+        &job,
+        &ctx,
+        &[
+            "--cache-from",
+            &format!("type=registry,ref={cache}"),
+            "--cache-to",
+            &format!("type=registry,ref={cache},mode=max"),
+        ],
+    );
+    assert!(built.ran.is_empty(), "steps ran: {:?}", built.ran);
+    assert_eq!(job_id, id);
+    let downloaded = built
+        .stderr
+        .lines()
+        .filter(|l| l.contains(": downloaded"))
+        .count();
+    assert_eq!(downloaded, 5, "{}", built.stderr);
+    assert!(!built.stderr.contains(": uploaded"), "{}", built.stderr);
+    // And the cache it wrote still serves every step.
+    let next = Kiln::new();
+    let ctx = context(&next, &multi_stage(), &[]);
+    let built = build(
+        &next,
+        &ctx,
+        &["--cache-from", &format!("type=registry,ref={cache}")],
+    );
+    assert!(built.ran.is_empty(), "steps ran: {:?}", built.ran);
 }
 
 #[test]
