@@ -3,9 +3,11 @@
 //! (an empty value is allowed); boolean flags are bare or `=true`/`=false` (any case);
 //! only list flags (`--mount`, `--exclude`) may repeat.
 
+use std::borrow::Cow;
+
 use crate::error::{ErrorKind, ParseError};
 use crate::span::Span;
-use crate::syntax::line::RawFlag;
+use crate::syntax::line::{LineText, RawFlag, Text};
 
 /// What kind of value a flag takes.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -16,31 +18,34 @@ pub(crate) enum Kind {
 }
 
 /// One flag given on the instruction, its value borrowed from the node.
-struct Given<'a> {
+struct Given<'r> {
     name: &'static str,
-    value: &'a str,
+    value: &'r str,
+    /// Where the value is in the logical line, when the flag is written as is there.
+    range: Option<(usize, usize)>,
     span: Span,
 }
 
 /// The flags of one instruction, validated against its declaration.
-pub(crate) struct Flags<'a> {
-    given: Vec<Given<'a>>,
+pub(crate) struct Flags<'r, 'src> {
+    given: Vec<Given<'r>>,
+    text: LineText<'r, 'src>,
 }
 
-impl<'a> Flags<'a> {
-    /// Checks `flags`, cut from the logical line `line`, against the declared
+impl<'r, 'src> Flags<'r, 'src> {
+    /// Checks `flags`, cut from the logical line `text`, against the declared
     /// `(name, kind)` pairs.
     pub(crate) fn parse(
         instruction: &'static str,
-        flags: &'a [RawFlag],
-        line: &'a str,
+        flags: &'r [RawFlag],
+        text: LineText<'r, 'src>,
         declared: &[(&'static str, Kind)],
-    ) -> Result<Flags<'a>, ParseError> {
-        let mut given: Vec<Given<'a>> = Vec::with_capacity(flags.len());
+    ) -> Result<Flags<'r, 'src>, ParseError> {
+        let mut given: Vec<Given<'r>> = Vec::with_capacity(flags.len());
         for flag in flags {
             let err = |kind| ParseError::new(kind, flag.span);
-            let text = flag.text.get(line);
-            let body = text.strip_prefix("--").unwrap_or(text);
+            let word = text.get(&flag.text);
+            let body = word.strip_prefix("--").unwrap_or(word);
             let (name, value) = match body.split_once('=') {
                 Some((n, v)) => (n, Some(v)),
                 None => (body, None),
@@ -80,29 +85,35 @@ impl<'a> Flags<'a> {
                 }
                 (_, Some(v)) => v,
             };
+            let range = match (kind, &flag.text) {
+                (Kind::Value | Kind::List, &Text::Slice(_, end)) => Some((end - value.len(), end)),
+                _ => None,
+            };
             given.push(Given {
                 name,
                 value,
+                range,
                 span: flag.span,
             });
         }
-        Ok(Flags { given })
+        Ok(Flags { given, text })
     }
 
     /// The value of a single-valued flag, with its span.
-    pub(crate) fn value(&self, name: &str) -> Option<(&'a str, Span)> {
+    pub(crate) fn value(&self, name: &str) -> Option<(&'r str, Span)> {
         self.given
             .iter()
             .find(|g| g.name == name)
             .map(|g| (g.value, g.span))
     }
 
-    /// The value of a single-valued flag; an empty value counts as not given, as in
-    /// BuildKit (`--from=` copies from the context).
-    pub(crate) fn string(&self, name: &str) -> Option<String> {
-        self.value(name)
-            .filter(|(v, _)| !v.is_empty())
-            .map(|(v, _)| v.to_owned())
+    /// The value of a single-valued flag for the AST; an empty value counts as not
+    /// given, as in BuildKit (`--from=` copies from the context).
+    pub(crate) fn string(&self, name: &str) -> Option<Cow<'src, str>> {
+        self.given
+            .iter()
+            .find(|g| g.name == name && !g.value.is_empty())
+            .map(|g| self.text_of(g))
     }
 
     /// A boolean flag: `None` when not given.
@@ -110,11 +121,20 @@ impl<'a> Flags<'a> {
         self.value(name).map(|(v, _)| v == "true")
     }
 
-    /// Every value of a list flag, in order, with spans.
-    pub(crate) fn list(&self, name: &str) -> impl Iterator<Item = (&'a str, Span)> {
+    /// Every value of a list flag, in order, for the AST, with the value as written
+    /// and its span.
+    pub(crate) fn list(&self, name: &str) -> impl Iterator<Item = (Cow<'src, str>, &'r str, Span)> {
         self.given
             .iter()
             .filter(move |g| g.name == name)
-            .map(|g| (g.value, g.span))
+            .map(|g| (self.text_of(g), g.value, g.span))
+    }
+
+    /// A flag's value for the AST: borrowed from the source when written there as is.
+    fn text_of(&self, given: &Given<'r>) -> Cow<'src, str> {
+        match given.range {
+            Some((start, end)) => self.text.slice(start, end),
+            None => Cow::Owned(given.value.to_owned()),
+        }
     }
 }

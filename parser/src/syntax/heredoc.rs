@@ -8,14 +8,18 @@
 //! Both passes use the [`crate::shell`] lexer, as BuildKit uses its own, with an empty
 //! environment and unset variables kept as written, so `$VAR` in a delimiter stays.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use crate::shell::Lex;
+use crate::syntax::line::Text;
 
 /// A heredoc marker found in a word.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Marker {
-    pub(crate) name: String,
+    /// The delimiter, quotes and escapes removed: a range of the word (or of the line,
+    /// from [`markers`]) when it is written there as is.
+    pub(crate) name: Text,
     pub(crate) fd: u32,
     pub(crate) chomp: bool,
     pub(crate) expand: bool,
@@ -38,9 +42,10 @@ pub(crate) fn parse_marker(word: &str) -> Option<Marker> {
         return None;
     }
     let fd = word[..digits].parse().unwrap_or(0);
-    if let Some((name, expand)) = plain_name(rest) {
+    if let Some((at, len, expand)) = plain_name(rest) {
+        let start = word.len() - rest.len() + at;
         return Some(Marker {
-            name: name.to_owned(),
+            name: Text::Slice(start, start + len),
             fd,
             chomp,
             expand,
@@ -60,7 +65,7 @@ pub(crate) fn parse_marker(word: &str) -> Option<Marker> {
         expand: quotes(name) == quotes(raw),
         fd,
         chomp,
-        name: name.clone(),
+        name: Text::Owned(name.clone()),
     })
 }
 
@@ -73,16 +78,17 @@ fn is_plain(text: &str) -> bool {
             .any(|c| matches!(c, '\'' | '"' | '\\' | '$') || c.is_whitespace())
 }
 
-/// The name of a delimiter the lexer is not needed for, and whether the body expands:
-/// `EOF` (expands), `"EOF"` or `'EOF'` (kept literal) with a plain name inside.
-fn plain_name(rest: &str) -> Option<(&str, bool)> {
+/// The name of a delimiter the lexer is not needed for, as its offset and length in
+/// `rest`, and whether the body expands: `EOF` (expands), `"EOF"` or `'EOF'` (kept
+/// literal) with a plain name inside.
+fn plain_name(rest: &str) -> Option<(usize, usize, bool)> {
     if is_plain(rest) {
-        return Some((rest, true));
+        return Some((0, rest.len(), true));
     }
     let quoted = ["\"", "'"]
         .into_iter()
         .find_map(|q| rest.strip_prefix(q).and_then(|inner| inner.strip_suffix(q)))?;
-    is_plain(quoted).then_some((quoted, false))
+    is_plain(quoted).then_some((1, quoted.len(), false))
 }
 
 /// Every heredoc marker on an instruction line, in order. The line is cut into words
@@ -91,13 +97,24 @@ fn plain_name(rest: &str) -> Option<(&str, bool)> {
 pub(crate) fn markers(line: &str) -> Vec<Marker> {
     if !line.contains(['\\', '$']) {
         return raw_words(line)
-            .map(|words| words.filter_map(parse_marker).collect())
+            .map(|words| {
+                words
+                    .filter_map(|(at, word)| {
+                        let marker = parse_marker(word)?;
+                        Some(Marker {
+                            name: Text::Slice(at, at + word.len()).part(marker.name),
+                            ..marker
+                        })
+                    })
+                    .collect()
+            })
             .unwrap_or_default();
     }
     lexed_markers(line)
 }
 
-/// [`markers`] with the line cut by the shell lexer.
+/// [`markers`] with the line cut by the shell lexer (whose words are copies, so the
+/// names are too).
 fn lexed_markers(line: &str) -> Vec<Marker> {
     Lex::new('\\')
         .with_raw_quotes(true)
@@ -105,14 +122,21 @@ fn lexed_markers(line: &str) -> Vec<Marker> {
         .with_skip_unset_env(true)
         .process_words(line, &no_env())
         .unwrap_or_default()
-        .iter()
-        .filter_map(|word| parse_marker(word))
+        .into_iter()
+        .filter_map(|word| {
+            let marker = parse_marker(&word)?;
+            Some(Marker {
+                name: Text::Owned(word).part(marker.name),
+                ..marker
+            })
+        })
         .collect()
 }
 
 /// The words of a line without escapes or `$`, quotes kept, as the lexer in raw mode
-/// cuts them: at whitespace outside quotes. `None` when a quote is not closed.
-fn raw_words(line: &str) -> Option<impl Iterator<Item = &str>> {
+/// cuts them (at whitespace outside quotes), with their offsets. `None` when a quote is
+/// not closed.
+fn raw_words(line: &str) -> Option<impl Iterator<Item = (usize, &str)>> {
     let mut quote = None;
     for c in line.chars() {
         match quote {
@@ -135,7 +159,7 @@ fn raw_words(line: &str) -> Option<impl Iterator<Item = &str>> {
                 Some(_) => {}
                 None if c.is_whitespace() => {
                     if let Some(s) = start {
-                        return Some(&line[s..i]);
+                        return Some((s, &line[s..i]));
                     }
                 }
                 None => {
@@ -146,30 +170,62 @@ fn raw_words(line: &str) -> Option<impl Iterator<Item = &str>> {
                 }
             }
         }
-        start.map(|s| &line[s..])
+        start.map(|s| (s, &line[s..]))
     }))
 }
 
-/// Removes leading tabs from every line, as `<<-` asks.
-pub(crate) fn chomp(content: &str) -> String {
+/// Removes leading tabs from every line, as `<<-` asks: borrowed when no line has any.
+pub(crate) fn chomp(content: &str) -> Cow<'_, str> {
+    if !(content.starts_with('\t') || content.contains("\n\t")) {
+        return Cow::Borrowed(content);
+    }
     let mut out = String::with_capacity(content.len());
     for line in content.split_inclusive('\n') {
         out.push_str(line.trim_start_matches('\t'));
     }
-    out
+    Cow::Owned(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn m(name: &str, fd: u32, chomp: bool, expand: bool) -> Marker {
-        Marker {
+    /// A marker with its name resolved against `line`.
+    #[derive(Debug, PartialEq, Eq)]
+    struct M {
+        name: String,
+        fd: u32,
+        chomp: bool,
+        expand: bool,
+    }
+
+    fn m(name: &str, fd: u32, chomp: bool, expand: bool) -> M {
+        M {
             name: name.into(),
             fd,
             chomp,
             expand,
         }
+    }
+
+    fn markers(line: &str) -> Vec<M> {
+        resolve(line, super::markers(line))
+    }
+
+    fn lexed_markers(line: &str) -> Vec<M> {
+        resolve(line, super::lexed_markers(line))
+    }
+
+    fn resolve(line: &str, markers: Vec<Marker>) -> Vec<M> {
+        markers
+            .into_iter()
+            .map(|marker| M {
+                name: marker.name.get(line).to_owned(),
+                fd: marker.fd,
+                chomp: marker.chomp,
+                expand: marker.expand,
+            })
+            .collect()
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub use directives::{CheckConfig, Directive};
 use crate::error::{ErrorKind, ParseError};
 use crate::span::{Columns, LineStart, Span};
 use directives::DirectiveScanner;
-use line::{LineContext, Logical, RawHeredoc, RawNode};
+use line::{LineContext, LineText, Logical, RawHeredoc, RawNode};
 
 /// BuildKit's scanner refuses physical lines longer than this (its 64 KiB buffer, less
 /// the newline).
@@ -340,18 +340,17 @@ pub(crate) struct NodeReader<'a> {
     node: RawNode,
 }
 
-/// The instruction a [`NodeReader`] has just read: the raw node, the logical line its
-/// text ranges point into, and the source its heredoc ranges point into.
-pub(crate) struct Read<'r> {
+/// The instruction a [`NodeReader`] has just read: the raw node, and the logical line
+/// its text ranges point into (with the source its heredoc ranges point into).
+pub(crate) struct Read<'r, 'src> {
     pub(crate) node: &'r mut RawNode,
-    pub(crate) line: &'r str,
-    pub(crate) src: &'r str,
+    pub(crate) text: LineText<'r, 'src>,
 }
 
-impl Read<'_> {
+impl Read<'_, '_> {
     /// The public node, its strings copied out.
     pub(crate) fn take_node(&mut self) -> Node {
-        raw_to_node(self.node, self.line, self.src)
+        raw_to_node(self.node, self.text.line, self.text.src)
     }
 }
 
@@ -376,7 +375,7 @@ fn raw_to_node(raw: &mut RawNode, line: &str, src: &str) -> Node {
             .heredocs
             .iter_mut()
             .map(|d| Heredoc {
-                name: std::mem::take(&mut d.name),
+                name: d.name.take(line),
                 fd: d.fd,
                 expand: d.expand,
                 chomp: d.chomp,
@@ -426,7 +425,7 @@ impl<'a> NodeReader<'a> {
     }
 
     /// The next node, or `None` at the end of the input.
-    pub(crate) fn next_node(&mut self) -> Result<Option<Read<'_>>, ParseError> {
+    pub(crate) fn next_node(&mut self) -> Result<Option<Read<'_, 'a>>, ParseError> {
         let columns = &self.columns;
         let lines = &mut self.lines;
         let src = lines.src;
@@ -491,14 +490,15 @@ impl<'a> NodeReader<'a> {
                         } else {
                             body.text
                         };
-                        if candidate == marker.name {
+                        if candidate == marker.name.get(line) {
                             break true;
                         }
                         body_end = lines.pos;
                     };
                     if !terminated {
+                        let name = marker.name.get(line).to_owned();
                         return Err(ParseError::new(
-                            ErrorKind::UnterminatedHeredoc { name: marker.name },
+                            ErrorKind::UnterminatedHeredoc { name },
                             node.keyword_span,
                         ));
                     }
@@ -524,7 +524,10 @@ impl<'a> NodeReader<'a> {
             }
             node.span = extend(node.span, last.end(), &last);
             self.count += 1;
-            return Ok(Some(Read { node, line, src }));
+            return Ok(Some(Read {
+                node,
+                text: LineText::new(line, logical, src),
+            }));
         }
         Ok(None)
     }
