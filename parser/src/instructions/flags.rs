@@ -17,55 +17,95 @@ pub(crate) enum Kind {
     List,
 }
 
-/// One flag given on the instruction, its value borrowed from the node.
-struct Given<'r> {
-    name: &'static str,
-    value: &'r str,
-    /// Where the value is in the logical line, when the flag is written as is there.
-    range: Option<(usize, usize)>,
-    span: Span,
+/// A flag given on the instruction, once checked: which declared flag it is, and its
+/// value. The typed layer keeps these in a vector of the raw node, reused from one
+/// instruction to the next.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Given {
+    /// Its index in the declaration.
+    declared: usize,
+    /// Its index in the node's flags.
+    flag: usize,
+    value: Value,
+}
+
+/// A given flag's value.
+#[derive(Clone, Copy, Debug)]
+enum Value {
+    /// A boolean flag's.
+    Bool(bool),
+    /// Where the value starts in the flag word.
+    At(usize),
 }
 
 /// The flags of one instruction, validated against its declaration.
 pub(crate) struct Flags<'r, 'src> {
-    given: Vec<Given<'r>>,
+    declared: &'r [(&'static str, Kind)],
+    flags: &'r [RawFlag],
+    given: &'r [Given],
     text: LineText<'r, 'src>,
+}
+
+/// The name and the value of a flag word (`--name[=value]`), the value as its offset.
+fn name_value(word: &str) -> (&str, Option<usize>) {
+    let body = word.strip_prefix("--").unwrap_or(word);
+    let at = word.len() - body.len();
+    match body.bytes().position(|b| b == b'=') {
+        Some(eq) => (&body[..eq], Some(at + eq + 1)),
+        None => (body, None),
+    }
+}
+
+/// Checks that an instruction that takes no flag was given none.
+pub(crate) fn none(
+    instruction: &'static str,
+    flags: &[RawFlag],
+    text: LineText<'_, '_>,
+) -> Result<(), ParseError> {
+    match flags.first() {
+        None => Ok(()),
+        Some(flag) => Err(ParseError::new(
+            ErrorKind::UnknownFlag {
+                instruction,
+                flag: name_value(text.get(&flag.text)).0.to_owned(),
+            },
+            flag.span,
+        )),
+    }
 }
 
 impl<'r, 'src> Flags<'r, 'src> {
     /// Checks `flags`, cut from the logical line `text`, against the declared
-    /// `(name, kind)` pairs.
+    /// `(name, kind)` pairs, noting what was given in `given`.
     pub(crate) fn parse(
         instruction: &'static str,
         flags: &'r [RawFlag],
+        given: &'r mut Vec<Given>,
         text: LineText<'r, 'src>,
-        declared: &[(&'static str, Kind)],
+        declared: &'r [(&'static str, Kind)],
     ) -> Result<Flags<'r, 'src>, ParseError> {
-        let mut given: Vec<Given<'r>> = Vec::with_capacity(flags.len());
-        for flag in flags {
+        given.clear();
+        for (index, flag) in flags.iter().enumerate() {
             let err = |kind| ParseError::new(kind, flag.span);
             let word = text.get(&flag.text);
-            let body = word.strip_prefix("--").unwrap_or(word);
-            let (name, value) = match body.split_once('=') {
-                Some((n, v)) => (n, Some(v)),
-                None => (body, None),
-            };
-            let Some(&(name, kind)) = declared.iter().find(|(n, _)| *n == name) else {
+            let (name, value_at) = name_value(word);
+            let Some(at) = declared.iter().position(|(n, _)| *n == name) else {
                 return Err(err(ErrorKind::UnknownFlag {
                     instruction,
                     flag: name.to_owned(),
                 }));
             };
-            if kind != Kind::List && given.iter().any(|g| g.name == name) {
+            let (name, kind) = declared[at];
+            if kind != Kind::List && given.iter().any(|g| g.declared == at) {
                 return Err(err(ErrorKind::DuplicateFlag {
                     flag: name.to_owned(),
                 }));
             }
-            let value = match (kind, value) {
-                (Kind::Bool, None) => "true",
+            let value = match (kind, value_at.map(|i| &word[i..])) {
+                (Kind::Bool, None) => Value::Bool(true),
                 (Kind::Bool, Some(v)) => match v {
-                    _ if v.eq_ignore_ascii_case("true") => "true",
-                    _ if v.eq_ignore_ascii_case("false") => "false",
+                    _ if v.eq_ignore_ascii_case("true") => Value::Bool(true),
+                    _ if v.eq_ignore_ascii_case("false") => Value::Bool(false),
                     "" => {
                         return Err(err(ErrorKind::FlagMissingValue {
                             flag: name.to_owned(),
@@ -83,36 +123,60 @@ impl<'r, 'src> Flags<'r, 'src> {
                         flag: name.to_owned(),
                     }));
                 }
-                (_, Some(v)) => v,
-            };
-            let range = match (kind, &flag.text) {
-                (Kind::Value | Kind::List, &Text::Slice(_, end)) => Some((end - value.len(), end)),
-                _ => None,
+                (_, Some(_)) => Value::At(value_at.unwrap_or_default()),
             };
             given.push(Given {
-                name,
+                declared: at,
+                flag: index,
                 value,
-                range,
-                span: flag.span,
             });
         }
-        Ok(Flags { given, text })
+        Ok(Flags {
+            declared,
+            flags,
+            given,
+            text,
+        })
+    }
+
+    /// The flags given as `name`, in order.
+    fn named(&self, name: &str) -> impl Iterator<Item = &Given> {
+        self.given
+            .iter()
+            .filter(move |g| self.declared[g.declared].0 == name)
+    }
+
+    /// A given flag's value as written (`true` or `false` for a boolean flag).
+    fn value_of(&self, given: &Given) -> &'r str {
+        match given.value {
+            Value::Bool(true) => "true",
+            Value::Bool(false) => "false",
+            Value::At(at) => &self.text.get(&self.flags[given.flag].text)[at..],
+        }
+    }
+
+    /// A given flag's value for the AST: borrowed from the source when written there
+    /// as is.
+    fn text_of(&self, given: &Given) -> Cow<'src, str> {
+        match (&self.flags[given.flag].text, given.value) {
+            (&Text::Slice(start, end), Value::At(at)) => self.text.slice(start + at, end),
+            _ => Cow::Owned(self.value_of(given).to_owned()),
+        }
     }
 
     /// The value of a single-valued flag, with its span.
     pub(crate) fn value(&self, name: &str) -> Option<(&'r str, Span)> {
-        self.given
-            .iter()
-            .find(|g| g.name == name)
-            .map(|g| (g.value, g.span))
+        self.named(name)
+            .next()
+            .map(|g| (self.value_of(g), self.flags[g.flag].span))
     }
 
     /// The value of a single-valued flag for the AST; an empty value counts as not
     /// given, as in BuildKit (`--from=` copies from the context).
     pub(crate) fn string(&self, name: &str) -> Option<Cow<'src, str>> {
-        self.given
-            .iter()
-            .find(|g| g.name == name && !g.value.is_empty())
+        self.named(name)
+            .next()
+            .filter(|g| !self.value_of(g).is_empty())
             .map(|g| self.text_of(g))
     }
 
@@ -124,17 +188,7 @@ impl<'r, 'src> Flags<'r, 'src> {
     /// Every value of a list flag, in order, for the AST, with the value as written
     /// and its span.
     pub(crate) fn list(&self, name: &str) -> impl Iterator<Item = (Cow<'src, str>, &'r str, Span)> {
-        self.given
-            .iter()
-            .filter(move |g| g.name == name)
-            .map(|g| (self.text_of(g), g.value, g.span))
-    }
-
-    /// A flag's value for the AST: borrowed from the source when written there as is.
-    fn text_of(&self, given: &Given<'r>) -> Cow<'src, str> {
-        match given.range {
-            Some((start, end)) => self.text.slice(start, end),
-            None => Cow::Owned(given.value.to_owned()),
-        }
+        self.named(name)
+            .map(|g| (self.text_of(g), self.value_of(g), self.flags[g.flag].span))
     }
 }

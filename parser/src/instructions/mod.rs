@@ -31,7 +31,7 @@ use crate::span::Span;
 use crate::syntax::line::{LineText, RawHeredoc, RawNode, Text};
 use crate::syntax::{self, CheckConfig, Directive, Keyword, NodeReader, Read};
 use chmod::Chmod;
-use flags::{Flags, Kind};
+use flags::{Flags, Given, Kind};
 use mount::Mount;
 
 /// A parsed Dockerfile.
@@ -340,12 +340,14 @@ pub(crate) fn build(text: &str) -> Result<Dockerfile<'_>, ParseError> {
     // The current stage's instructions, moved into it in one allocation when it ends.
     let mut current = Vec::new();
     let mut failed = None;
+    // The flags of the instruction being typed, reused from one to the next.
+    let mut given = Vec::new();
     while let Some(read) = reader.next_node()? {
         if failed.is_some() {
             continue;
         }
         let Read { node, text } = read;
-        let command = match typed(node, text) {
+        let command = match typed(node, text, &mut given) {
             Ok(Typed::From {
                 name,
                 base,
@@ -423,12 +425,15 @@ enum Typed<'src> {
 
 /// The typed instruction of the raw node `node`, whose text ranges point into the
 /// logical line `text` (and heredoc ranges into its source). Strings the node already
-/// owns are moved out of it.
-fn typed<'src>(node: &mut RawNode, text: LineText<'_, 'src>) -> Result<Typed<'src>, ParseError> {
+/// owns are moved out of it; `given` is room for its flags.
+fn typed<'src>(
+    node: &mut RawNode,
+    text: LineText<'_, 'src>,
+    given: &mut Vec<Given>,
+) -> Result<Typed<'src>, ParseError> {
     let at = node.keyword_span;
     let err = |kind| ParseError::new(kind, at);
-    let no_flags =
-        |instruction, node: &RawNode| Flags::parse(instruction, &node.flags, text, &[]).map(drop);
+    let no_flags = |instruction, node: &RawNode| flags::none(instruction, &node.flags, text);
     let one = |instruction, node: &mut RawNode| match node.args.as_mut_slice() {
         [one] => Ok(text.cow(one)),
         _ => Err(err(ErrorKind::ExactlyOneArgument { instruction })),
@@ -438,8 +443,8 @@ fn typed<'src>(node: &mut RawNode, text: LineText<'_, 'src>) -> Result<Typed<'sr
         false => Ok(()),
     };
     let command = match node.kind {
-        Keyword::From => return from(node, text),
-        Keyword::Run => Command::Run(run(node, text)?),
+        Keyword::From => return from(node, text, given),
+        Keyword::Run => Command::Run(run(node, text, given)?),
         Keyword::Cmd => {
             no_flags("CMD", node)?;
             Command::Cmd(command_line(&mut node.args, node.json, text))
@@ -456,8 +461,8 @@ fn typed<'src>(node: &mut RawNode, text: LineText<'_, 'src>) -> Result<Typed<'sr
                 CommandLine::Shell(_) => return Err(err(ErrorKind::ShellNotJson)),
             }
         }
-        Keyword::Copy => Command::Copy(copy(node, text)?),
-        Keyword::Add => Command::Add(add(node, text)?),
+        Keyword::Copy => Command::Copy(copy(node, text, given)?),
+        Keyword::Add => Command::Add(add(node, text, given)?),
         Keyword::Env => {
             no_flags("ENV", node)?;
             Command::Env(key_values(node, text, "ENV")?)
@@ -508,7 +513,7 @@ fn typed<'src>(node: &mut RawNode, text: LineText<'_, 'src>) -> Result<Typed<'sr
             no_flags("MAINTAINER", node)?;
             Command::Maintainer(who)
         }
-        Keyword::Healthcheck => Command::Healthcheck(healthcheck(node, text)?),
+        Keyword::Healthcheck => Command::Healthcheck(healthcheck(node, text, given)?),
         Keyword::Onbuild => Command::Onbuild(onbuild(node, text)?),
         Keyword::Unknown => {
             return Err(err(ErrorKind::UnknownInstruction {
@@ -519,7 +524,11 @@ fn typed<'src>(node: &mut RawNode, text: LineText<'_, 'src>) -> Result<Typed<'sr
     Ok(Typed::Command(command))
 }
 
-fn from<'src>(node: &mut RawNode, text: LineText<'_, 'src>) -> Result<Typed<'src>, ParseError> {
+fn from<'src>(
+    node: &mut RawNode,
+    text: LineText<'_, 'src>,
+    given: &mut Vec<Given>,
+) -> Result<Typed<'src>, ParseError> {
     let err = |kind| ParseError::new(kind, node.keyword_span);
     let name = match node.args.as_mut_slice() {
         [_] => None,
@@ -547,7 +556,13 @@ fn from<'src>(node: &mut RawNode, text: LineText<'_, 'src>) -> Result<Typed<'src
         }
         _ => return Err(err(ErrorKind::FromArguments)),
     };
-    let flags = Flags::parse("FROM", &node.flags, text, &[("platform", Kind::Value)])?;
+    let flags = Flags::parse(
+        "FROM",
+        &node.flags,
+        given,
+        text,
+        &[("platform", Kind::Value)],
+    )?;
     let platform = flags.string("platform");
     Ok(Typed::From {
         name,
@@ -604,10 +619,12 @@ fn parse_mount(spec: Cow<'_, str>) -> Result<Mount<'_>, mount::MountError> {
 fn run<'src>(
     node: &mut RawNode,
     text: LineText<'_, 'src>,
+    given: &mut Vec<Given>,
 ) -> Result<RunInstruction<'src>, ParseError> {
     let flags = Flags::parse(
         "RUN",
         &node.flags,
+        given,
         text,
         &[
             ("mount", Kind::List),
@@ -742,6 +759,7 @@ fn file_transfer<'src>(
 fn copy<'src>(
     node: &mut RawNode,
     text: LineText<'_, 'src>,
+    given: &mut Vec<Given>,
 ) -> Result<CopyInstruction<'src>, ParseError> {
     if node.args.len() < 2 {
         return Err(ParseError::new(
@@ -754,6 +772,7 @@ fn copy<'src>(
     let flags = Flags::parse(
         "COPY",
         &node.flags,
+        given,
         text,
         &[
             ("exclude", Kind::List),
@@ -782,6 +801,7 @@ fn copy<'src>(
 fn add<'src>(
     node: &mut RawNode,
     text: LineText<'_, 'src>,
+    given: &mut Vec<Given>,
 ) -> Result<AddInstruction<'src>, ParseError> {
     if node.args.len() < 2 {
         return Err(ParseError::new(
@@ -792,6 +812,7 @@ fn add<'src>(
     let flags = Flags::parse(
         "ADD",
         &node.flags,
+        given,
         text,
         &[
             ("exclude", Kind::List),
@@ -903,6 +924,7 @@ fn duration(flags: &Flags, flag: &'static str) -> Result<Duration, ParseError> {
 fn healthcheck<'src>(
     node: &mut RawNode,
     text: LineText<'_, 'src>,
+    given: &mut Vec<Given>,
 ) -> Result<Healthcheck<'src>, ParseError> {
     let at = node.keyword_span;
     let err = |kind| ParseError::new(kind, at);
@@ -921,6 +943,7 @@ fn healthcheck<'src>(
     let flags = Flags::parse(
         "HEALTHCHECK",
         &node.flags,
+        given,
         text,
         &[
             ("interval", Kind::Value),
@@ -983,7 +1006,7 @@ fn onbuild<'src>(
             instruction: "ONBUILD",
         }));
     };
-    Flags::parse("ONBUILD", &node.flags, text, &[])?;
+    flags::none("ONBUILD", &node.flags, text)?;
     let keyword = Uppercase::of(trigger.keyword(text.line).trim());
     if keyword == "ONBUILD" {
         return Err(err(ErrorKind::OnbuildChained));

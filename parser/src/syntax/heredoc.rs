@@ -94,23 +94,36 @@ fn plain_name(rest: &str) -> Option<(usize, usize, bool)> {
 /// Every heredoc marker on an instruction line, in order. The line is cut into words
 /// with quotes and escapes kept, so a quoted `"<<EOF"` is no marker; a line whose
 /// quotes do not balance has none.
-pub(crate) fn markers(line: &str) -> Vec<Marker> {
-    if !line.contains(['\\', '$']) {
-        return raw_words(line)
-            .map(|words| {
-                words
-                    .filter_map(|(at, word)| {
-                        let marker = parse_marker(word)?;
-                        Some(Marker {
-                            name: Text::Slice(at, at + word.len()).part(marker.name),
-                            ..marker
-                        })
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+pub(crate) fn markers(line: &str) -> Markers<'_> {
+    if !line.bytes().any(|b| b == b'\\' || b == b'$') {
+        return Markers::Raw(raw_words(line));
     }
-    lexed_markers(line)
+    Markers::Lexed(lexed_markers(line).into_iter())
+}
+
+/// The heredoc markers of a line, read as the line's words are cut.
+pub(crate) enum Markers<'a> {
+    /// From words cut without the lexer (`None` when the quotes do not balance).
+    Raw(Option<RawWords<'a>>),
+    /// Found by the lexer.
+    Lexed(std::vec::IntoIter<Marker>),
+}
+
+impl Iterator for Markers<'_> {
+    type Item = Marker;
+
+    fn next(&mut self) -> Option<Marker> {
+        match self {
+            Markers::Raw(words) => words.as_mut()?.find_map(|(at, word)| {
+                let marker = parse_marker(word)?;
+                Some(Marker {
+                    name: Text::Slice(at, at + word.len()).part(marker.name),
+                    ..marker
+                })
+            }),
+            Markers::Lexed(markers) => markers.next(),
+        }
+    }
 }
 
 /// [`markers`] with the line cut by the shell lexer (whose words are copies, so the
@@ -136,42 +149,69 @@ fn lexed_markers(line: &str) -> Vec<Marker> {
 /// The words of a line without escapes or `$`, quotes kept, as the lexer in raw mode
 /// cuts them (at whitespace outside quotes), with their offsets. `None` when a quote is
 /// not closed.
-fn raw_words(line: &str) -> Option<impl Iterator<Item = (usize, &str)>> {
+fn raw_words(line: &str) -> Option<RawWords<'_>> {
+    // Quotes are ASCII, and no byte of a multi-byte character is one.
     let mut quote = None;
-    for c in line.chars() {
+    for b in line.bytes() {
         match quote {
-            Some(q) if c == q => quote = None,
+            Some(q) if b == q => quote = None,
             Some(_) => {}
-            None if c == '\'' || c == '"' => quote = Some(c),
+            None if b == b'\'' || b == b'"' => quote = Some(b),
             None => {}
         }
     }
     if quote.is_some() {
         return None;
     }
-    let mut chars = line.char_indices();
-    Some(std::iter::from_fn(move || {
+    Some(RawWords { line, pos: 0 })
+}
+
+/// The iterator of [`raw_words`]: ASCII bytes are tested as they are, other characters
+/// decoded only to ask whether they are whitespace.
+pub(crate) struct RawWords<'a> {
+    line: &'a str,
+    pos: usize,
+}
+
+impl<'a> Iterator for RawWords<'a> {
+    type Item = (usize, &'a str);
+
+    fn next(&mut self) -> Option<(usize, &'a str)> {
+        let line = self.line;
+        let bytes = line.as_bytes();
         let mut quote = None;
         let mut start = None;
-        for (i, c) in chars.by_ref() {
+        while let Some(&b) = bytes.get(self.pos) {
+            let i = self.pos;
+            let space = match b {
+                0x80.. => {
+                    let c = line[i..].chars().next()?;
+                    self.pos += c.len_utf8();
+                    c.is_whitespace()
+                }
+                _ => {
+                    self.pos += 1;
+                    matches!(b, b'\t'..=b'\r' | b' ')
+                }
+            };
             match quote {
-                Some(q) if c == q => quote = None,
+                Some(q) if b == q => quote = None,
                 Some(_) => {}
-                None if c.is_whitespace() => {
+                None if space => {
                     if let Some(s) = start {
                         return Some((s, &line[s..i]));
                     }
                 }
                 None => {
                     start.get_or_insert(i);
-                    if c == '\'' || c == '"' {
-                        quote = Some(c);
+                    if b == b'\'' || b == b'"' {
+                        quote = Some(b);
                     }
                 }
             }
         }
         start.map(|s| (s, &line[s..]))
-    }))
+    }
 }
 
 /// Removes leading tabs from every line, as `<<-` asks: borrowed when no line has any.
@@ -216,7 +256,7 @@ mod tests {
         resolve(line, super::lexed_markers(line))
     }
 
-    fn resolve(line: &str, markers: Vec<Marker>) -> Vec<M> {
+    fn resolve(line: &str, markers: impl IntoIterator<Item = Marker>) -> Vec<M> {
         markers
             .into_iter()
             .map(|marker| M {

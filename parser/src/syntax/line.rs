@@ -204,7 +204,7 @@ impl Logical {
         let s = first.source + (start - first.at);
         let span = Span {
             line: first.line.number,
-            column: columns.column(first.line.offset, s),
+            column: columns.column(first.line, s),
             end_line: first.line.number,
             start: s,
             end: s,
@@ -289,6 +289,42 @@ pub(crate) struct LineContext<'a, 'b> {
 impl LineContext<'_, '_> {
     fn span(&self, start: usize, end: usize) -> Span {
         self.logical.span(self.columns, start, end)
+    }
+}
+
+/// Classes of bytes, looked up in one table by the loops that look at every byte of a
+/// line instead of testing each byte against a chain of ranges.
+mod class {
+    /// ASCII whitespace as `char::is_whitespace` has it (`\t`..=`\r`, space).
+    pub(super) const SPACE: u8 = 1;
+    /// `'` or `"`.
+    pub(super) const QUOTE: u8 = 2;
+    /// `\`.
+    pub(super) const BACKSLASH: u8 = 4;
+    /// Part of a multi-byte character.
+    pub(super) const HIGH: u8 = 8;
+
+    /// The classes of every byte.
+    static CLASSES: [u8; 256] = {
+        let mut classes = [0; 256];
+        let mut b = 0;
+        while b < 256 {
+            classes[b] = match b as u8 {
+                b'\t'..=b'\r' | b' ' => SPACE,
+                b'\'' | b'"' => QUOTE,
+                b'\\' => BACKSLASH,
+                0x80.. => HIGH,
+                _ => 0,
+            };
+            b += 1;
+        }
+        classes
+    };
+
+    /// Whether `b` is in one of the classes `mask`.
+    #[inline]
+    pub(super) fn is(b: u8, mask: u8) -> bool {
+        CLASSES[usize::from(b)] & mask != 0
     }
 }
 
@@ -464,7 +500,12 @@ fn flag_word(line: &str, start: usize) -> (Text, usize) {
     let bytes = &line.as_bytes()[start..];
     let plain = bytes
         .iter()
-        .position(|&b| b >= 0x80 || matches!(b, b'\t'..=b'\r' | b' ' | b'\'' | b'"' | b'\\'))
+        .position(|&b| {
+            class::is(
+                b,
+                class::SPACE | class::QUOTE | class::BACKSLASH | class::HIGH,
+            )
+        })
         .unwrap_or(bytes.len());
     if bytes
         .get(plain)
@@ -643,9 +684,8 @@ impl Iterator for Words<'_> {
         let escape = self.escape;
         // Bytes that change nothing outside quotes: ASCII, neither whitespace, a quote
         // nor the escape character.
-        let ordinary = |b: u8| {
-            b < 0x80 && !matches!(b, b'\t'..=b'\r' | b' ' | b'\'' | b'"') && Some(b) != escape
-        };
+        let ordinary =
+            |b: u8| !class::is(b, class::SPACE | class::QUOTE | class::HIGH) && Some(b) != escape;
         let mut blank_ok = false;
         let mut quote: Option<u8> = None;
         let mut end = len;
