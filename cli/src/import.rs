@@ -100,7 +100,8 @@ pub fn run(root: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
 
 /// Applies one `--change` instruction to the config.
 fn apply_change(config: &mut ImageConfig, change: &str) -> anyhow::Result<()> {
-    let dockerfile = kiln_parser::parse(&format!("FROM scratch\n{change}\n"))
+    let text = format!("FROM scratch\n{change}\n");
+    let dockerfile = kiln_parser::parse(&text)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("invalid --change {change:?}"))?;
     let stage = dockerfile.stages.into_iter().next();
@@ -109,8 +110,8 @@ fn apply_change(config: &mut ImageConfig, change: &str) -> anyhow::Result<()> {
         bail!("--change {change:?} must be exactly one instruction");
     };
     let command_line = |line: &CommandLine| match line {
-        CommandLine::Exec(args) => args.clone(),
-        CommandLine::Shell(cmd) => vec!["/bin/sh".to_owned(), "-c".to_owned(), cmd.clone()],
+        CommandLine::Exec(args) => args.iter().map(|arg| arg.to_string()).collect(),
+        CommandLine::Shell(cmd) => vec!["/bin/sh".to_owned(), "-c".to_owned(), cmd.to_string()],
     };
     let c = &mut config.config;
     match &instruction.command {
@@ -124,11 +125,11 @@ fn apply_change(config: &mut ImageConfig, change: &str) -> anyhow::Result<()> {
         Instr::Label(pairs) => {
             let labels = c.labels.get_or_insert_with(Default::default);
             for kv in pairs {
-                labels.insert(kv.key.clone(), kv.value.clone());
+                labels.insert(kv.key.to_string(), kv.value.to_string());
             }
         }
-        Instr::User(user) => c.user = Some(user.clone()),
-        Instr::Workdir(dir) => c.working_dir = Some(dir.clone()),
+        Instr::User(user) => c.user = Some(user.to_string()),
+        Instr::Workdir(dir) => c.working_dir = Some(dir.to_string()),
         _ => bail!(
             "--change {change:?}: only CMD, ENTRYPOINT, ENV, LABEL, USER and WORKDIR can be changed"
         ),

@@ -38,7 +38,8 @@ pub use error::{ErrorKind, ParseError};
 pub use instructions::{Command, Dockerfile, Instruction, Stage};
 pub use span::Span;
 
-/// Parses a Dockerfile.
-pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
+/// Parses a Dockerfile. The result borrows its text from `text` (see [`Dockerfile`]);
+/// [`Dockerfile::into_owned`] detaches it.
+pub fn parse(text: &str) -> Result<Dockerfile<'_>, ParseError> {
     instructions::build(text)
 }

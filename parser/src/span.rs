@@ -47,6 +47,8 @@ impl From<Span> for miette::SourceSpan {
 pub(crate) struct LineStart {
     pub(crate) number: usize,
     pub(crate) offset: usize,
+    /// The line is known to be ASCII, so that its columns are byte counts.
+    pub(crate) ascii: bool,
 }
 
 /// Columns of byte offsets, counted in characters from the start of their line. The
@@ -67,8 +69,12 @@ impl<'a> Columns<'a> {
         }
     }
 
-    /// The 1-based column of byte `offset` of the line that starts at `line_start`.
-    pub(crate) fn column(&self, line_start: usize, offset: usize) -> usize {
+    /// The 1-based column of byte `offset` of the line `line`.
+    pub(crate) fn column(&self, line: LineStart, offset: usize) -> usize {
+        if line.ascii {
+            return offset - line.offset + 1;
+        }
+        let line_start = line.offset;
         let (from, base) = match self.last.get() {
             (at, column) if line_start <= at && at <= offset => (at, column),
             _ => (line_start, 1),
@@ -85,7 +91,7 @@ impl<'a> Columns<'a> {
     pub(crate) fn on_line(&self, line: LineStart, start: usize, end: usize) -> Span {
         Span {
             line: line.number,
-            column: self.column(line.offset, start),
+            column: self.column(line, start),
             end_line: line.number,
             start,
             end,
@@ -104,10 +110,21 @@ mod tests {
         let line = LineStart {
             number: 2,
             offset: 3,
+            ascii: false,
         };
         let s = columns.on_line(line, 6, 7);
         assert_eq!((s.line, s.column, s.end_line), (2, 3, 2));
-        assert_eq!(columns.column(3, 7), 4);
-        assert_eq!(columns.column(0, 1), 2);
+        assert_eq!(columns.column(line, 7), 4);
+        let first = LineStart {
+            number: 1,
+            offset: 0,
+            ascii: false,
+        };
+        assert_eq!(columns.column(first, 1), 2);
+        let ascii = LineStart {
+            ascii: true,
+            ..first
+        };
+        assert_eq!(columns.column(ascii, 1), 2);
     }
 }

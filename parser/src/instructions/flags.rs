@@ -3,9 +3,11 @@
 //! (an empty value is allowed); boolean flags are bare or `=true`/`=false` (any case);
 //! only list flags (`--mount`, `--exclude`) may repeat.
 
+use std::borrow::Cow;
+
 use crate::error::{ErrorKind, ParseError};
 use crate::span::Span;
-use crate::syntax::line::RawFlag;
+use crate::syntax::line::{LineText, RawFlag, Text};
 
 /// What kind of value a flag takes.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -15,52 +17,95 @@ pub(crate) enum Kind {
     List,
 }
 
-/// One flag given on the instruction, its value borrowed from the node.
-struct Given<'a> {
-    name: &'static str,
-    value: &'a str,
-    span: Span,
+/// A flag given on the instruction, once checked: which declared flag it is, and its
+/// value. The typed layer keeps these in a vector of the raw node, reused from one
+/// instruction to the next.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Given {
+    /// Its index in the declaration.
+    declared: usize,
+    /// Its index in the node's flags.
+    flag: usize,
+    value: Value,
+}
+
+/// A given flag's value.
+#[derive(Clone, Copy, Debug)]
+enum Value {
+    /// A boolean flag's.
+    Bool(bool),
+    /// Where the value starts in the flag word.
+    At(usize),
 }
 
 /// The flags of one instruction, validated against its declaration.
-pub(crate) struct Flags<'a> {
-    given: Vec<Given<'a>>,
+pub(crate) struct Flags<'r, 'src> {
+    declared: &'r [(&'static str, Kind)],
+    flags: &'r [RawFlag],
+    given: &'r [Given],
+    text: LineText<'r, 'src>,
 }
 
-impl<'a> Flags<'a> {
-    /// Checks `flags`, cut from the logical line `line`, against the declared
-    /// `(name, kind)` pairs.
+/// The name and the value of a flag word (`--name[=value]`), the value as its offset.
+fn name_value(word: &str) -> (&str, Option<usize>) {
+    let body = word.strip_prefix("--").unwrap_or(word);
+    let at = word.len() - body.len();
+    match body.bytes().position(|b| b == b'=') {
+        Some(eq) => (&body[..eq], Some(at + eq + 1)),
+        None => (body, None),
+    }
+}
+
+/// Checks that an instruction that takes no flag was given none.
+pub(crate) fn none(
+    instruction: &'static str,
+    flags: &[RawFlag],
+    text: LineText<'_, '_>,
+) -> Result<(), ParseError> {
+    match flags.first() {
+        None => Ok(()),
+        Some(flag) => Err(ParseError::new(
+            ErrorKind::UnknownFlag {
+                instruction,
+                flag: name_value(text.get(&flag.text)).0.to_owned(),
+            },
+            flag.span,
+        )),
+    }
+}
+
+impl<'r, 'src> Flags<'r, 'src> {
+    /// Checks `flags`, cut from the logical line `text`, against the declared
+    /// `(name, kind)` pairs, noting what was given in `given`.
     pub(crate) fn parse(
         instruction: &'static str,
-        flags: &'a [RawFlag],
-        line: &'a str,
-        declared: &[(&'static str, Kind)],
-    ) -> Result<Flags<'a>, ParseError> {
-        let mut given: Vec<Given<'a>> = Vec::with_capacity(flags.len());
-        for flag in flags {
+        flags: &'r [RawFlag],
+        given: &'r mut Vec<Given>,
+        text: LineText<'r, 'src>,
+        declared: &'r [(&'static str, Kind)],
+    ) -> Result<Flags<'r, 'src>, ParseError> {
+        given.clear();
+        for (index, flag) in flags.iter().enumerate() {
             let err = |kind| ParseError::new(kind, flag.span);
-            let text = flag.text.get(line);
-            let body = text.strip_prefix("--").unwrap_or(text);
-            let (name, value) = match body.split_once('=') {
-                Some((n, v)) => (n, Some(v)),
-                None => (body, None),
-            };
-            let Some(&(name, kind)) = declared.iter().find(|(n, _)| *n == name) else {
+            let word = text.get(&flag.text);
+            let (name, value_at) = name_value(word);
+            let Some(at) = declared.iter().position(|(n, _)| *n == name) else {
                 return Err(err(ErrorKind::UnknownFlag {
                     instruction,
                     flag: name.to_owned(),
                 }));
             };
-            if kind != Kind::List && given.iter().any(|g| g.name == name) {
+            let (name, kind) = declared[at];
+            if kind != Kind::List && given.iter().any(|g| g.declared == at) {
                 return Err(err(ErrorKind::DuplicateFlag {
                     flag: name.to_owned(),
                 }));
             }
-            let value = match (kind, value) {
-                (Kind::Bool, None) => "true",
+            let value = match (kind, value_at.map(|i| &word[i..])) {
+                (Kind::Bool, None) => Value::Bool(true),
                 (Kind::Bool, Some(v)) => match v {
-                    _ if v.eq_ignore_ascii_case("true") => "true",
-                    _ if v.eq_ignore_ascii_case("false") => "false",
+                    _ if v.eq_ignore_ascii_case("true") => Value::Bool(true),
+                    _ if v.eq_ignore_ascii_case("false") => Value::Bool(false),
                     "" => {
                         return Err(err(ErrorKind::FlagMissingValue {
                             flag: name.to_owned(),
@@ -78,31 +123,61 @@ impl<'a> Flags<'a> {
                         flag: name.to_owned(),
                     }));
                 }
-                (_, Some(v)) => v,
+                (_, Some(_)) => Value::At(value_at.unwrap_or_default()),
             };
             given.push(Given {
-                name,
+                declared: at,
+                flag: index,
                 value,
-                span: flag.span,
             });
         }
-        Ok(Flags { given })
+        Ok(Flags {
+            declared,
+            flags,
+            given,
+            text,
+        })
+    }
+
+    /// The flags given as `name`, in order.
+    fn named(&self, name: &str) -> impl Iterator<Item = &Given> {
+        self.given
+            .iter()
+            .filter(move |g| self.declared[g.declared].0 == name)
+    }
+
+    /// A given flag's value as written (`true` or `false` for a boolean flag).
+    fn value_of(&self, given: &Given) -> &'r str {
+        match given.value {
+            Value::Bool(true) => "true",
+            Value::Bool(false) => "false",
+            Value::At(at) => &self.text.get(&self.flags[given.flag].text)[at..],
+        }
+    }
+
+    /// A given flag's value for the AST: borrowed from the source when written there
+    /// as is.
+    fn text_of(&self, given: &Given) -> Cow<'src, str> {
+        match (&self.flags[given.flag].text, given.value) {
+            (&Text::Slice(start, end), Value::At(at)) => self.text.slice(start + at, end),
+            _ => Cow::Owned(self.value_of(given).to_owned()),
+        }
     }
 
     /// The value of a single-valued flag, with its span.
-    pub(crate) fn value(&self, name: &str) -> Option<(&'a str, Span)> {
-        self.given
-            .iter()
-            .find(|g| g.name == name)
-            .map(|g| (g.value, g.span))
+    pub(crate) fn value(&self, name: &str) -> Option<(&'r str, Span)> {
+        self.named(name)
+            .next()
+            .map(|g| (self.value_of(g), self.flags[g.flag].span))
     }
 
-    /// The value of a single-valued flag; an empty value counts as not given, as in
-    /// BuildKit (`--from=` copies from the context).
-    pub(crate) fn string(&self, name: &str) -> Option<String> {
-        self.value(name)
-            .filter(|(v, _)| !v.is_empty())
-            .map(|(v, _)| v.to_owned())
+    /// The value of a single-valued flag for the AST; an empty value counts as not
+    /// given, as in BuildKit (`--from=` copies from the context).
+    pub(crate) fn string(&self, name: &str) -> Option<Cow<'src, str>> {
+        self.named(name)
+            .next()
+            .filter(|g| !self.value_of(g).is_empty())
+            .map(|g| self.text_of(g))
     }
 
     /// A boolean flag: `None` when not given.
@@ -110,11 +185,10 @@ impl<'a> Flags<'a> {
         self.value(name).map(|(v, _)| v == "true")
     }
 
-    /// Every value of a list flag, in order, with spans.
-    pub(crate) fn list(&self, name: &str) -> impl Iterator<Item = (&'a str, Span)> {
-        self.given
-            .iter()
-            .filter(move |g| g.name == name)
-            .map(|g| (g.value, g.span))
+    /// Every value of a list flag, in order, for the AST, with the value as written
+    /// and its span.
+    pub(crate) fn list(&self, name: &str) -> impl Iterator<Item = (Cow<'src, str>, &'r str, Span)> {
+        self.named(name)
+            .map(|g| (self.text_of(g), self.value_of(g), self.flags[g.flag].span))
     }
 }

@@ -19,22 +19,29 @@
 pub mod chmod;
 mod flags;
 pub mod mount;
+mod owned;
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::error::{ErrorKind, ParseError};
 use crate::span::Span;
-use crate::syntax::line::{RawHeredoc, RawNode, Text};
+use crate::syntax::line::{LineText, RawHeredoc, RawNode, Text};
 use crate::syntax::{self, CheckConfig, Directive, Keyword, NodeReader, Read};
 use chmod::Chmod;
-use flags::{Flags, Kind};
+use flags::{Flags, Given, Kind};
 use mount::Mount;
 
 /// A parsed Dockerfile.
+///
+/// Its text borrows from the Dockerfile text it was parsed from (`'a`) wherever it is
+/// written there as is, which is almost everywhere: only text the parser had to make
+/// (continuation lines joined, quotes, escapes or JSON decoded, `<<-` tabs removed) is
+/// owned. [`Dockerfile::into_owned`] makes a copy free of the source.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Dockerfile {
+pub struct Dockerfile<'a> {
     /// The parser directives, in order.
     pub directives: Vec<Directive>,
     /// The escape character (`\` or `` ` ``).
@@ -42,12 +49,12 @@ pub struct Dockerfile {
     /// The `# check=` settings, when given.
     pub check: Option<CheckConfig>,
     /// ARG instructions before the first FROM.
-    pub global_args: Vec<GlobalArg>,
+    pub global_args: Vec<GlobalArg<'a>>,
     /// The build stages, in order.
-    pub stages: Vec<Stage>,
+    pub stages: Vec<Stage<'a>>,
 }
 
-impl Dockerfile {
+impl Dockerfile<'_> {
     /// The `# syntax=` directive's value, when given.
     pub fn syntax(&self) -> Option<&str> {
         self.directives
@@ -59,111 +66,111 @@ impl Dockerfile {
 
 /// An ARG before the first FROM: visible to FROM lines, and to stages that re-declare it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct GlobalArg {
+pub struct GlobalArg<'a> {
     /// The declarations.
-    pub arg: ArgInstruction,
+    pub arg: ArgInstruction<'a>,
     /// Where the instruction is.
     pub span: Span,
     /// The instruction's text.
-    pub original: String,
+    pub original: Cow<'a, str>,
 }
 
 /// One `FROM` and the instructions up to the next.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Stage {
+pub struct Stage<'a> {
     /// `AS <name>`, lowercased.
-    pub name: Option<String>,
+    pub name: Option<Cow<'a, str>>,
     /// The base image or stage, unexpanded.
-    pub base: String,
+    pub base: Cow<'a, str>,
     /// `--platform`, unexpanded.
-    pub platform: Option<String>,
+    pub platform: Option<Cow<'a, str>>,
     /// The instructions after FROM.
-    pub instructions: Vec<Instruction>,
+    pub instructions: Vec<Instruction<'a>>,
     /// Where the FROM line is.
     pub span: Span,
     /// The FROM line's text.
-    pub original: String,
+    pub original: Cow<'a, str>,
 }
 
 /// One instruction with its place in the Dockerfile.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Instruction {
+pub struct Instruction<'a> {
     /// What it does.
-    pub command: Command,
+    pub command: Command<'a>,
     /// Where it is (keyword to the end of its last line or heredoc).
     pub span: Span,
     /// Its text (continuations joined), for display such as image history.
-    pub original: String,
+    pub original: Cow<'a, str>,
 }
 
 /// The instructions (FROM starts a [`Stage`] instead).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "instruction", content = "args", rename_all = "lowercase")]
-pub enum Command {
+pub enum Command<'a> {
     /// `RUN`.
-    Run(RunInstruction),
+    Run(RunInstruction<'a>),
     /// `CMD`.
-    Cmd(CommandLine),
+    Cmd(CommandLine<'a>),
     /// `ENTRYPOINT`.
-    Entrypoint(CommandLine),
+    Entrypoint(CommandLine<'a>),
     /// `SHELL`, always exec form.
-    Shell(Vec<String>),
+    Shell(Vec<Cow<'a, str>>),
     /// `COPY`.
-    Copy(CopyInstruction),
+    Copy(CopyInstruction<'a>),
     /// `ADD`.
-    Add(AddInstruction),
+    Add(AddInstruction<'a>),
     /// `ENV`.
-    Env(Vec<KeyValue>),
+    Env(Vec<KeyValue<'a>>),
     /// `LABEL`.
-    Label(Vec<KeyValue>),
+    Label(Vec<KeyValue<'a>>),
     /// `ARG`.
-    Arg(ArgInstruction),
+    Arg(ArgInstruction<'a>),
     /// `EXPOSE` ports, sorted as BuildKit sorts them, unexpanded.
-    Expose(Vec<String>),
+    Expose(Vec<Cow<'a, str>>),
     /// `VOLUME` paths, unexpanded.
-    Volume(Vec<String>),
+    Volume(Vec<Cow<'a, str>>),
     /// `USER`, unexpanded.
-    User(String),
+    User(Cow<'a, str>),
     /// `WORKDIR`, unexpanded.
-    Workdir(String),
+    Workdir(Cow<'a, str>),
     /// `STOPSIGNAL`, unexpanded.
-    Stopsignal(String),
+    Stopsignal(Cow<'a, str>),
     /// `MAINTAINER` (deprecated, sets the author).
-    Maintainer(String),
+    Maintainer(Cow<'a, str>),
     /// `HEALTHCHECK`.
-    Healthcheck(Healthcheck),
+    Healthcheck(Healthcheck<'a>),
     /// `ONBUILD`.
-    Onbuild(OnbuildInstruction),
+    Onbuild(OnbuildInstruction<'a>),
 }
 
 /// A value checked now if literal, or kept for the solver to check after `$VAR`
 /// expansion.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Expandable<T> {
+pub enum Expandable<'a, T> {
     /// Written without variables, and valid.
     Literal(T),
     /// Holds a `$` reference: the raw text, to expand and then validate.
-    Deferred(String),
+    Deferred(Cow<'a, str>),
 }
 
 /// How a command is given.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum CommandLine {
+pub enum CommandLine<'a> {
     /// Shell form: run through the stage's SHELL (empty when no argument was given).
-    Shell(String),
+    Shell(Cow<'a, str>),
     /// Exec (JSON) form.
-    Exec(Vec<String>),
+    Exec(Vec<Cow<'a, str>>),
 }
 
 /// A file given inline as a heredoc.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct InlineFile {
+pub struct InlineFile<'a> {
     /// The heredoc's delimiter, which names the file for COPY/ADD.
-    pub name: String,
+    pub name: Cow<'a, str>,
     /// The content, leading tabs already removed for `<<-`.
-    pub content: String,
+    pub content: Cow<'a, str>,
     /// `$VAR`s in the content are to be expanded (unquoted delimiter).
     pub expand: bool,
     /// The file descriptor before `<<` (0 when none).
@@ -172,13 +179,13 @@ pub struct InlineFile {
 
 /// `RUN`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct RunInstruction {
+pub struct RunInstruction<'a> {
     /// The command.
-    pub command: CommandLine,
+    pub command: CommandLine<'a>,
     /// Heredocs following the line, in order.
-    pub heredocs: Vec<InlineFile>,
+    pub heredocs: Vec<InlineFile<'a>>,
     /// `--mount`s.
-    pub mounts: Vec<Expandable<Mount>>,
+    pub mounts: Vec<Expandable<'a, Mount<'a>>>,
     /// `--network`.
     pub network: NetworkMode,
     /// `--security`.
@@ -212,50 +219,50 @@ pub enum SecurityMode {
 /// A COPY or ADD source.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Source {
+pub enum Source<'a> {
     /// A path, glob or URL, unexpanded.
-    Path(String),
+    Path(Cow<'a, str>),
     /// An inline heredoc file.
-    Heredoc(InlineFile),
+    Heredoc(InlineFile<'a>),
 }
 
 /// What COPY and ADD have in common.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct FileTransfer {
+pub struct FileTransfer<'a> {
     /// The sources, in order.
-    pub sources: Vec<Source>,
+    pub sources: Vec<Source<'a>>,
     /// The destination, unexpanded.
-    pub dest: String,
+    pub dest: Cow<'a, str>,
     /// `--chown`, unexpanded.
-    pub chown: Option<String>,
+    pub chown: Option<Cow<'a, str>>,
     /// `--chmod`.
-    pub chmod: Option<Expandable<Chmod>>,
+    pub chmod: Option<Expandable<'a, Chmod>>,
     /// `--link`.
     pub link: bool,
     /// `--exclude` patterns.
-    pub excludes: Vec<String>,
+    pub excludes: Vec<Cow<'a, str>>,
 }
 
 /// `COPY`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct CopyInstruction {
+pub struct CopyInstruction<'a> {
     /// Sources, destination and the shared flags.
     #[serde(flatten)]
-    pub files: FileTransfer,
+    pub files: FileTransfer<'a>,
     /// `--from`, unexpanded.
-    pub from: Option<String>,
+    pub from: Option<Cow<'a, str>>,
     /// `--parents`.
     pub parents: bool,
 }
 
 /// `ADD`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct AddInstruction {
+pub struct AddInstruction<'a> {
     /// Sources, destination and the shared flags.
     #[serde(flatten)]
-    pub files: FileTransfer,
+    pub files: FileTransfer<'a>,
     /// `--checksum`.
-    pub checksum: Option<String>,
+    pub checksum: Option<Cow<'a, str>>,
     /// `--keep-git-dir`.
     pub keep_git_dir: bool,
     /// `--unpack`, when given.
@@ -264,46 +271,46 @@ pub struct AddInstruction {
 
 /// An ENV or LABEL pair, unexpanded (quotes included).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct KeyValue {
+pub struct KeyValue<'a> {
     /// The name.
-    pub key: String,
+    pub key: Cow<'a, str>,
     /// The value.
-    pub value: String,
+    pub value: Cow<'a, str>,
     /// Written in the legacy `KEY value` form.
     pub legacy: bool,
 }
 
 /// `ARG`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ArgInstruction {
+pub struct ArgInstruction<'a> {
     /// The declarations, in order.
-    pub args: Vec<ArgDecl>,
+    pub args: Vec<ArgDecl<'a>>,
 }
 
 /// One `name[=default]` of an ARG.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ArgDecl {
+pub struct ArgDecl<'a> {
     /// The name.
-    pub name: String,
+    pub name: Cow<'a, str>,
     /// The default, unexpanded.
-    pub default: Option<String>,
+    pub default: Option<Cow<'a, str>>,
 }
 
 /// `HEALTHCHECK`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Healthcheck {
+pub enum Healthcheck<'a> {
     /// `HEALTHCHECK NONE`: disable any inherited check.
     None,
     /// `HEALTHCHECK [flags] CMD …`.
-    Check(HealthConfig),
+    Check(HealthConfig<'a>),
 }
 
 /// A health check; zero durations and retries mean "the default".
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct HealthConfig {
+pub struct HealthConfig<'a> {
     /// `["CMD", args…]` (exec form) or `["CMD-SHELL", command]`.
-    pub test: Vec<String>,
+    pub test: Vec<Cow<'a, str>>,
     /// `--interval`.
     pub interval: Duration,
     /// `--timeout`.
@@ -318,27 +325,29 @@ pub struct HealthConfig {
 
 /// `ONBUILD`: a trigger kept as text, parsed when a child image builds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct OnbuildInstruction {
+pub struct OnbuildInstruction<'a> {
     /// The trigger's text (heredoc bodies appended as BuildKit does).
-    pub expression: String,
+    pub expression: Cow<'a, str>,
 }
 
 /// Parses `text` to the typed Dockerfile, typing each node as the syntax layer reads
 /// it. A syntax error anywhere wins over a typing error, as when the whole syntax tree
 /// is read first.
-pub(crate) fn build(text: &str) -> Result<Dockerfile, ParseError> {
+pub(crate) fn build(text: &str) -> Result<Dockerfile<'_>, ParseError> {
     let mut reader = NodeReader::new(text);
     let mut global_args = Vec::new();
     let mut stages: Vec<Stage> = Vec::new();
     // The current stage's instructions, moved into it in one allocation when it ends.
     let mut current = Vec::new();
     let mut failed = None;
+    // The flags of the instruction being typed, reused from one to the next.
+    let mut given = Vec::new();
     while let Some(read) = reader.next_node()? {
         if failed.is_some() {
             continue;
         }
-        let Read { node, line, src } = read;
-        let command = match typed(node, line, src) {
+        let Read { node, text } = read;
+        let command = match typed(node, text, &mut given) {
             Ok(Typed::From {
                 name,
                 base,
@@ -351,7 +360,7 @@ pub(crate) fn build(text: &str) -> Result<Dockerfile, ParseError> {
                     platform,
                     instructions: Vec::new(),
                     span: node.span,
-                    original: line.to_owned(),
+                    original: text.whole(),
                 });
                 continue;
             }
@@ -365,12 +374,12 @@ pub(crate) fn build(text: &str) -> Result<Dockerfile, ParseError> {
             (Some(_), command) => current.push(Instruction {
                 command,
                 span: node.span,
-                original: line.to_owned(),
+                original: text.whole(),
             }),
             (None, Command::Arg(arg)) => global_args.push(GlobalArg {
                 arg,
                 span: node.span,
-                original: line.to_owned(),
+                original: text.whole(),
             }),
             (None, _) => {
                 failed = Some(ParseError::new(ErrorKind::NoBuildStage, node.keyword_span));
@@ -398,32 +407,35 @@ pub(crate) fn build(text: &str) -> Result<Dockerfile, ParseError> {
 
 /// Moves the instructions gathered in `current` into the last stage, in a vector of
 /// their exact size.
-fn finish_stage(stages: &mut [Stage], current: &mut Vec<Instruction>) {
+fn finish_stage<'a>(stages: &mut [Stage<'a>], current: &mut Vec<Instruction<'a>>) {
     if let Some(stage) = stages.last_mut() {
         stage.instructions = Vec::with_capacity(current.len());
         stage.instructions.append(current);
     }
 }
 
-enum Typed {
+enum Typed<'src> {
     From {
-        name: Option<String>,
-        base: String,
-        platform: Option<String>,
+        name: Option<Cow<'src, str>>,
+        base: Cow<'src, str>,
+        platform: Option<Cow<'src, str>>,
     },
-    Command(Command),
+    Command(Command<'src>),
 }
 
 /// The typed instruction of the raw node `node`, whose text ranges point into the
-/// logical line `line` and heredoc ranges into the source `src`. Strings the node
-/// already owns are moved out of it.
-fn typed(node: &mut RawNode, line: &str, src: &str) -> Result<Typed, ParseError> {
+/// logical line `text` (and heredoc ranges into its source). Strings the node already
+/// owns are moved out of it; `given` is room for its flags.
+fn typed<'src>(
+    node: &mut RawNode,
+    text: LineText<'_, 'src>,
+    given: &mut Vec<Given>,
+) -> Result<Typed<'src>, ParseError> {
     let at = node.keyword_span;
     let err = |kind| ParseError::new(kind, at);
-    let no_flags =
-        |instruction, node: &RawNode| Flags::parse(instruction, &node.flags, line, &[]).map(drop);
+    let no_flags = |instruction, node: &RawNode| flags::none(instruction, &node.flags, text);
     let one = |instruction, node: &mut RawNode| match node.args.as_mut_slice() {
-        [one] => Ok(one.take(line)),
+        [one] => Ok(text.cow(one)),
         _ => Err(err(ErrorKind::ExactlyOneArgument { instruction })),
     };
     let at_least_one = |instruction, node: &RawNode| match node.args.is_empty() {
@@ -431,39 +443,39 @@ fn typed(node: &mut RawNode, line: &str, src: &str) -> Result<Typed, ParseError>
         false => Ok(()),
     };
     let command = match node.kind {
-        Keyword::From => return from(node, line),
-        Keyword::Run => Command::Run(run(node, line, src)?),
+        Keyword::From => return from(node, text, given),
+        Keyword::Run => Command::Run(run(node, text, given)?),
         Keyword::Cmd => {
             no_flags("CMD", node)?;
-            Command::Cmd(command_line(&mut node.args, node.json, line))
+            Command::Cmd(command_line(&mut node.args, node.json, text))
         }
         Keyword::Entrypoint => {
             no_flags("ENTRYPOINT", node)?;
-            Command::Entrypoint(command_line(&mut node.args, node.json, line))
+            Command::Entrypoint(command_line(&mut node.args, node.json, text))
         }
         Keyword::Shell => {
             no_flags("SHELL", node)?;
             at_least_one("SHELL", node)?;
-            match command_line(&mut node.args, node.json, line) {
+            match command_line(&mut node.args, node.json, text) {
                 CommandLine::Exec(v) => Command::Shell(v),
                 CommandLine::Shell(_) => return Err(err(ErrorKind::ShellNotJson)),
             }
         }
-        Keyword::Copy => Command::Copy(copy(node, line, src)?),
-        Keyword::Add => Command::Add(add(node, line, src)?),
+        Keyword::Copy => Command::Copy(copy(node, text, given)?),
+        Keyword::Add => Command::Add(add(node, text, given)?),
         Keyword::Env => {
             no_flags("ENV", node)?;
-            Command::Env(key_values(node, line, "ENV")?)
+            Command::Env(key_values(node, text, "ENV")?)
         }
         Keyword::Label => {
             no_flags("LABEL", node)?;
-            Command::Label(key_values(node, line, "LABEL")?)
+            Command::Label(key_values(node, text, "LABEL")?)
         }
-        Keyword::Arg => Command::Arg(arg(node, line)?),
+        Keyword::Arg => Command::Arg(arg(node, text)?),
         Keyword::Expose => {
             at_least_one("EXPOSE", node)?;
             no_flags("EXPOSE", node)?;
-            let mut ports: Vec<String> = node.args.iter_mut().map(|a| a.take(line)).collect();
+            let mut ports: Vec<_> = node.args.iter_mut().map(|a| text.cow(a)).collect();
             ports.sort();
             Command::Expose(ports)
         }
@@ -472,10 +484,15 @@ fn typed(node: &mut RawNode, line: &str, src: &str) -> Result<Typed, ParseError>
             no_flags("VOLUME", node)?;
             let volumes = node
                 .args
-                .iter()
-                .map(|v| v.get(line).trim().to_owned())
+                .iter_mut()
+                .map(|volume| {
+                    let written = text.get(volume);
+                    let start = written.len() - written.trim_start().len();
+                    let end = start + written.trim().len();
+                    text.cow(&mut volume.part(Text::Slice(start, end)))
+                })
                 .collect::<Vec<_>>();
-            if volumes.iter().any(String::is_empty) {
+            if volumes.iter().any(|v| v.is_empty()) {
                 return Err(err(ErrorKind::EmptyVolume));
             }
             Command::Volume(volumes)
@@ -496,80 +513,119 @@ fn typed(node: &mut RawNode, line: &str, src: &str) -> Result<Typed, ParseError>
             no_flags("MAINTAINER", node)?;
             Command::Maintainer(who)
         }
-        Keyword::Healthcheck => Command::Healthcheck(healthcheck(node, line)?),
-        Keyword::Onbuild => Command::Onbuild(onbuild(node, line, src)?),
+        Keyword::Healthcheck => Command::Healthcheck(healthcheck(node, text, given)?),
+        Keyword::Onbuild => Command::Onbuild(onbuild(node, text)?),
         Keyword::Unknown => {
             return Err(err(ErrorKind::UnknownInstruction {
-                keyword: node.keyword(line).to_owned(),
+                keyword: node.keyword(text.line).to_owned(),
             }));
         }
     };
     Ok(Typed::Command(command))
 }
 
-fn from(node: &mut RawNode, line: &str) -> Result<Typed, ParseError> {
+fn from<'src>(
+    node: &mut RawNode,
+    text: LineText<'_, 'src>,
+    given: &mut Vec<Given>,
+) -> Result<Typed<'src>, ParseError> {
     let err = |kind| ParseError::new(kind, node.keyword_span);
-    let name = match node.args.as_slice() {
+    let name = match node.args.as_mut_slice() {
         [_] => None,
-        [_, as_, name] if as_.get(line).eq_ignore_ascii_case("as") => {
-            let name = name.get(line);
-            let lower = name.to_lowercase();
+        [_, as_, name] if text.get(as_).eq_ignore_ascii_case("as") => {
+            let written = text.get(name);
+            // Lowercased as Go's `strings.ToLower` does: borrowed when that changes
+            // nothing.
+            let lower = match (
+                written.is_ascii(),
+                written.bytes().any(|b| b.is_ascii_uppercase()),
+            ) {
+                (true, false) => text.cow(name),
+                (true, true) => Cow::Owned(written.to_ascii_lowercase()),
+                (false, _) => Cow::Owned(written.to_lowercase()),
+            };
             let mut chars = lower.chars();
             let valid = chars.next().is_some_and(|c| c.is_ascii_lowercase())
                 && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c));
             if !valid {
                 return Err(err(ErrorKind::InvalidStageName {
-                    name: name.to_owned(),
+                    name: text.get(name).to_owned(),
                 }));
             }
             Some(lower)
         }
         _ => return Err(err(ErrorKind::FromArguments)),
     };
-    let flags = Flags::parse("FROM", &node.flags, line, &[("platform", Kind::Value)])?;
+    let flags = Flags::parse(
+        "FROM",
+        &node.flags,
+        given,
+        text,
+        &[("platform", Kind::Value)],
+    )?;
+    let platform = flags.string("platform");
     Ok(Typed::From {
         name,
-        base: node.args[0].take(line),
-        platform: flags.string("platform"),
+        base: text.cow(&mut node.args[0]),
+        platform,
     })
 }
 
 /// BuildKit's `handleJSONArgs`: exec form as is, shell form joined into one string.
-fn command_line(args: &mut [Text], json: bool, line: &str) -> CommandLine {
-    match (json, args) {
-        (true, args) => CommandLine::Exec(args.iter_mut().map(|a| a.take(line)).collect()),
-        (false, [one]) => CommandLine::Shell(one.take(line)),
-        (false, args) => CommandLine::Shell(join(args, line)),
+fn command_line<'src>(
+    args: &mut [Text],
+    json: bool,
+    text: LineText<'_, 'src>,
+) -> CommandLine<'src> {
+    match json {
+        true => CommandLine::Exec(args.iter_mut().map(|a| text.cow(a)).collect()),
+        false => CommandLine::Shell(joined(args, text)),
     }
 }
 
-/// The texts joined with single spaces.
-fn join(args: &[Text], line: &str) -> String {
+/// The texts joined with single spaces (borrowed when there is one).
+fn joined<'src>(args: &mut [Text], text: LineText<'_, 'src>) -> Cow<'src, str> {
+    if let [one] = args {
+        return text.cow(one);
+    }
     let mut out = String::new();
     for (i, arg) in args.iter().enumerate() {
         if i > 0 {
             out.push(' ');
         }
-        out.push_str(arg.get(line));
+        out.push_str(text.get(arg));
     }
-    out
+    Cow::Owned(out)
 }
 
 /// A heredoc body as a file: `<<-` tabs removed when `chomp`.
-fn inline_content(doc: &RawHeredoc, chomp: bool, src: &str) -> String {
-    let content = &src[doc.content.0..doc.content.1];
-    if chomp {
-        syntax::heredoc::chomp(content)
-    } else {
-        content.to_owned()
+fn inline_content<'src>(doc: &RawHeredoc, chomp: bool, text: LineText<'_, 'src>) -> Cow<'src, str> {
+    let content = text.source(doc.content);
+    match chomp {
+        true => syntax::heredoc::chomp(content),
+        false => Cow::Borrowed(content),
     }
 }
 
-fn run(node: &mut RawNode, line: &str, src: &str) -> Result<RunInstruction, ParseError> {
+/// A literal `--mount` value parsed, its text borrowed from the source when the value
+/// is.
+fn parse_mount(spec: Cow<'_, str>) -> Result<Mount<'_>, mount::MountError> {
+    match spec {
+        Cow::Borrowed(spec) => Mount::parse(spec),
+        Cow::Owned(spec) => Mount::parse(&spec).map(Mount::into_owned),
+    }
+}
+
+fn run<'src>(
+    node: &mut RawNode,
+    text: LineText<'_, 'src>,
+    given: &mut Vec<Given>,
+) -> Result<RunInstruction<'src>, ParseError> {
     let flags = Flags::parse(
         "RUN",
         &node.flags,
-        line,
+        given,
+        text,
         &[
             ("mount", Kind::List),
             ("network", Kind::Value),
@@ -578,13 +634,13 @@ fn run(node: &mut RawNode, line: &str, src: &str) -> Result<RunInstruction, Pars
     )?;
     let mounts = flags
         .list("mount")
-        .map(|(spec, span)| {
+        .map(|(spec, written, span)| {
             let located = |e: mount::MountError| ParseError::new(e.into(), span);
-            if spec.contains('$') {
-                mount::check_unexpanded(spec).map_err(located)?;
-                Ok(Expandable::Deferred(spec.to_owned()))
+            if written.contains('$') {
+                mount::check_unexpanded(written).map_err(located)?;
+                Ok(Expandable::Deferred(spec))
             } else {
-                Mount::parse(spec).map(Expandable::Literal).map_err(located)
+                parse_mount(spec).map(Expandable::Literal).map_err(located)
             }
         })
         .collect::<Result<_, ParseError>>()?;
@@ -618,13 +674,13 @@ fn run(node: &mut RawNode, line: &str, src: &str) -> Result<RunInstruction, Pars
         }
     };
     Ok(RunInstruction {
-        command: command_line(&mut node.args, node.json, line),
+        command: command_line(&mut node.args, node.json, text),
         heredocs: node
             .heredocs
             .iter_mut()
             .map(|d| InlineFile {
-                content: inline_content(d, d.chomp, src),
-                name: std::mem::take(&mut d.name),
+                content: inline_content(d, d.chomp, text),
+                name: text.cow(&mut d.name),
                 expand: d.expand,
                 fd: d.fd,
             })
@@ -636,50 +692,54 @@ fn run(node: &mut RawNode, line: &str, src: &str) -> Result<RunInstruction, Pars
 }
 
 /// Sources, destination and the flags COPY and ADD share.
-fn file_transfer(
+fn file_transfer<'src>(
     args: &mut Vec<Text>,
     heredocs: &[RawHeredoc],
     at: Span,
-    (line, src): (&str, &str),
+    text: LineText<'_, 'src>,
     instruction: &'static str,
-    flags: &Flags,
-) -> Result<FileTransfer, ParseError> {
+    flags: &Flags<'_, 'src>,
+) -> Result<FileTransfer<'src>, ParseError> {
     let err = |kind| ParseError::new(kind, at);
     let Some(mut dest) = args.pop() else {
         return Err(err(ErrorKind::NoDestination { instruction }));
     };
-    let dest = dest.take(line);
-    if syntax::heredoc::parse_marker(&dest).is_some() {
+    if syntax::heredoc::parse_marker(text.get(&dest)).is_some() {
         return Err(err(ErrorKind::HeredocDestination { instruction }));
     }
+    let dest = text.cow(&mut dest);
     let sources = args
         .iter_mut()
         .map(
-            |source| match syntax::heredoc::parse_marker(source.get(line)) {
+            |source| match syntax::heredoc::parse_marker(text.get(source)) {
                 Some(marker) => {
-                    let doc = heredocs.iter().rev().find(|d| d.name == marker.name);
+                    let mut name = source.part(marker.name);
+                    let doc = heredocs
+                        .iter()
+                        .rev()
+                        .find(|d| text.get(&d.name) == text.get(&name));
                     Source::Heredoc(match doc {
                         Some(doc) => InlineFile {
-                            name: marker.name,
-                            content: inline_content(doc, marker.chomp, src),
+                            name: text.cow(&mut name),
+                            content: inline_content(doc, marker.chomp, text),
                             expand: doc.expand,
                             fd: doc.fd,
                         },
                         None => InlineFile {
-                            name: marker.name,
-                            content: String::new(),
+                            name: text.cow(&mut name),
+                            content: Cow::Borrowed(""),
                             expand: marker.expand,
                             fd: marker.fd,
                         },
                     })
                 }
-                None => Source::Path(source.take(line)),
+                None => Source::Path(text.cow(source)),
             },
         )
         .collect();
     let chmod = match flags.value("chmod") {
         None | Some(("", _)) => None,
-        Some((value, _)) if value.contains('$') => Some(Expandable::Deferred(value.to_owned())),
+        Some((value, _)) if value.contains('$') => flags.string("chmod").map(Expandable::Deferred),
         Some((value, span)) => Some(Expandable::Literal(
             value
                 .parse::<Chmod>()
@@ -692,11 +752,15 @@ fn file_transfer(
         chown: flags.string("chown"),
         chmod,
         link: flags.bool("link").unwrap_or(false),
-        excludes: flags.list("exclude").map(|(v, _)| v.to_owned()).collect(),
+        excludes: flags.list("exclude").map(|(v, _, _)| v).collect(),
     })
 }
 
-fn copy(node: &mut RawNode, line: &str, src: &str) -> Result<CopyInstruction, ParseError> {
+fn copy<'src>(
+    node: &mut RawNode,
+    text: LineText<'_, 'src>,
+    given: &mut Vec<Given>,
+) -> Result<CopyInstruction<'src>, ParseError> {
     if node.args.len() < 2 {
         return Err(ParseError::new(
             ErrorKind::NoDestination {
@@ -708,7 +772,8 @@ fn copy(node: &mut RawNode, line: &str, src: &str) -> Result<CopyInstruction, Pa
     let flags = Flags::parse(
         "COPY",
         &node.flags,
-        line,
+        given,
+        text,
         &[
             ("exclude", Kind::List),
             ("parents", Kind::Bool),
@@ -722,7 +787,7 @@ fn copy(node: &mut RawNode, line: &str, src: &str) -> Result<CopyInstruction, Pa
         &mut node.args,
         &node.heredocs,
         node.keyword_span,
-        (line, src),
+        text,
         "COPY",
         &flags,
     )?;
@@ -733,7 +798,11 @@ fn copy(node: &mut RawNode, line: &str, src: &str) -> Result<CopyInstruction, Pa
     })
 }
 
-fn add(node: &mut RawNode, line: &str, src: &str) -> Result<AddInstruction, ParseError> {
+fn add<'src>(
+    node: &mut RawNode,
+    text: LineText<'_, 'src>,
+    given: &mut Vec<Given>,
+) -> Result<AddInstruction<'src>, ParseError> {
     if node.args.len() < 2 {
         return Err(ParseError::new(
             ErrorKind::NoDestination { instruction: "ADD" },
@@ -743,7 +812,8 @@ fn add(node: &mut RawNode, line: &str, src: &str) -> Result<AddInstruction, Pars
     let flags = Flags::parse(
         "ADD",
         &node.flags,
-        line,
+        given,
+        text,
         &[
             ("exclude", Kind::List),
             ("chown", Kind::Value),
@@ -758,7 +828,7 @@ fn add(node: &mut RawNode, line: &str, src: &str) -> Result<AddInstruction, Pars
         &mut node.args,
         &node.heredocs,
         node.keyword_span,
-        (line, src),
+        text,
         "ADD",
         &flags,
     )?;
@@ -770,11 +840,11 @@ fn add(node: &mut RawNode, line: &str, src: &str) -> Result<AddInstruction, Pars
     })
 }
 
-fn key_values(
+fn key_values<'src>(
     node: &mut RawNode,
-    line: &str,
+    text: LineText<'_, 'src>,
     instruction: &'static str,
-) -> Result<Vec<KeyValue>, ParseError> {
+) -> Result<Vec<KeyValue<'src>>, ParseError> {
     let at = node.keyword_span;
     let err = |kind| ParseError::new(kind, at);
     if node.args.is_empty() {
@@ -786,36 +856,45 @@ fn key_values(
         let (Some(value), Some(sep)) = (words.next(), words.next()) else {
             return Err(err(ErrorKind::AtLeastOneArgument { instruction }));
         };
-        if key.get(line).is_empty() {
+        if text.get(key).is_empty() {
             return Err(err(ErrorKind::BlankName { instruction }));
         }
         pairs.push(KeyValue {
-            key: key.take(line),
-            value: value.take(line),
-            legacy: sep.get(line).is_empty(),
+            key: text.cow(key),
+            value: text.cow(value),
+            legacy: text.get(sep).is_empty(),
         });
     }
     Ok(pairs)
 }
 
-fn arg(node: &RawNode, line: &str) -> Result<ArgInstruction, ParseError> {
+fn arg<'src>(
+    node: &mut RawNode,
+    text: LineText<'_, 'src>,
+) -> Result<ArgInstruction<'src>, ParseError> {
     let err = |kind| ParseError::new(kind, node.keyword_span);
     if node.args.is_empty() {
         return Err(err(ErrorKind::AtLeastOneArgument { instruction: "ARG" }));
     }
     let args = node
         .args
-        .iter()
-        .map(|word| match word.get(line).split_once('=') {
-            Some(("", _)) => Err(err(ErrorKind::BlankName { instruction: "ARG" })),
-            Some((name, default)) => Ok(ArgDecl {
-                name: name.to_owned(),
-                default: Some(default.to_owned()),
-            }),
-            None => Ok(ArgDecl {
-                name: word.get(line).to_owned(),
-                default: None,
-            }),
+        .iter_mut()
+        .map(|word| {
+            let written = text.get(word);
+            match written.find('=') {
+                Some(0) => Err(err(ErrorKind::BlankName { instruction: "ARG" })),
+                Some(eq) => {
+                    let len = written.len();
+                    Ok(ArgDecl {
+                        name: text.cow(&mut word.part(Text::Slice(0, eq))),
+                        default: Some(text.cow(&mut word.part(Text::Slice(eq + 1, len)))),
+                    })
+                }
+                None => Ok(ArgDecl {
+                    name: text.cow(word),
+                    default: None,
+                }),
+            }
         })
         .collect::<Result<_, _>>()?;
     Ok(ArgInstruction { args })
@@ -842,7 +921,11 @@ fn duration(flags: &Flags, flag: &'static str) -> Result<Duration, ParseError> {
     }
 }
 
-fn healthcheck(node: &mut RawNode, line: &str) -> Result<Healthcheck, ParseError> {
+fn healthcheck<'src>(
+    node: &mut RawNode,
+    text: LineText<'_, 'src>,
+    given: &mut Vec<Given>,
+) -> Result<Healthcheck<'src>, ParseError> {
     let at = node.keyword_span;
     let err = |kind| ParseError::new(kind, at);
     let Some((kind, rest)) = node.args.split_first_mut() else {
@@ -850,7 +933,7 @@ fn healthcheck(node: &mut RawNode, line: &str) -> Result<Healthcheck, ParseError
             instruction: "HEALTHCHECK",
         }));
     };
-    let kind = Uppercase::of(kind.get(line));
+    let kind = Uppercase::of(text.get(kind));
     if kind == "NONE" {
         if !rest.is_empty() {
             return Err(err(ErrorKind::HealthcheckNoneArguments));
@@ -860,7 +943,8 @@ fn healthcheck(node: &mut RawNode, line: &str) -> Result<Healthcheck, ParseError
     let flags = Flags::parse(
         "HEALTHCHECK",
         &node.flags,
-        line,
+        given,
+        text,
         &[
             ("interval", Kind::Value),
             ("timeout", Kind::Value),
@@ -876,10 +960,10 @@ fn healthcheck(node: &mut RawNode, line: &str) -> Result<Healthcheck, ParseError
     }
     let test = match (node.json, rest.is_empty()) {
         (_, true) => return Err(err(ErrorKind::HealthcheckMissingCommand)),
-        (true, false) => std::iter::once("CMD".to_owned())
-            .chain(rest.iter_mut().map(|a| a.take(line)))
+        (true, false) => std::iter::once(Cow::Borrowed("CMD"))
+            .chain(rest.iter_mut().map(|a| text.cow(a)))
             .collect(),
-        (false, false) => vec!["CMD-SHELL".to_owned(), join(rest, line)],
+        (false, false) => vec![Cow::Borrowed("CMD-SHELL"), joined(rest, text)],
     };
     let retries = match flags.value("retries") {
         None | Some(("", _)) => 0,
@@ -912,15 +996,18 @@ fn healthcheck(node: &mut RawNode, line: &str) -> Result<Healthcheck, ParseError
     }))
 }
 
-fn onbuild(node: &RawNode, line: &str, src: &str) -> Result<OnbuildInstruction, ParseError> {
+fn onbuild<'src>(
+    node: &RawNode,
+    text: LineText<'_, 'src>,
+) -> Result<OnbuildInstruction<'src>, ParseError> {
     let err = |kind| ParseError::new(kind, node.keyword_span);
     let Some(trigger) = &node.trigger else {
         return Err(err(ErrorKind::AtLeastOneArgument {
             instruction: "ONBUILD",
         }));
     };
-    Flags::parse("ONBUILD", &node.flags, line, &[])?;
-    let keyword = Uppercase::of(trigger.keyword(line).trim());
+    flags::none("ONBUILD", &node.flags, text)?;
+    let keyword = Uppercase::of(trigger.keyword(text.line).trim());
     if keyword == "ONBUILD" {
         return Err(err(ErrorKind::OnbuildChained));
     }
@@ -929,16 +1016,19 @@ fn onbuild(node: &RawNode, line: &str, src: &str) -> Result<OnbuildInstruction, 
             trigger: keyword.into_string(),
         }));
     }
-    let trimmed = node.original(line).trim_start();
-    let mut expression = trimmed
+    let trimmed = node.original(text.line).trim_start();
+    let trigger = trimmed
         .get(..7)
         .filter(|k| k.eq_ignore_ascii_case("onbuild"))
-        .map_or(trimmed, |_| trimmed[7..].trim_start())
-        .to_owned();
+        .map_or(trimmed, |_| trimmed[7..].trim_start());
+    // The trigger's text is a suffix of the instruction's.
+    let end = node.original.1;
+    let mut expression = text.slice(end - trigger.len(), end);
     for doc in &node.heredocs {
+        let expression = expression.to_mut();
         expression.push('\n');
-        expression.push_str(&src[doc.content.0..doc.content.1]);
-        expression.push_str(&doc.name);
+        expression.push_str(text.source(doc.content));
+        expression.push_str(text.get(&doc.name));
     }
     Ok(OnbuildInstruction { expression })
 }

@@ -54,21 +54,22 @@ pub enum CacheSharing {
     Locked,
 }
 
-/// A validated `--mount`.
+/// A validated `--mount`, its text borrowed from the value it was read from where
+/// written there as is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Mount {
+pub struct Mount<'a> {
     /// The mount type.
     pub kind: MountType,
     /// Where it appears in the container (`target`, `dst`, `destination`).
-    pub target: Option<String>,
+    pub target: Option<Cow<'a, str>>,
     /// The path in the source, or the secret's id (`source`, `src`).
-    pub source: Option<String>,
+    pub source: Option<Cow<'a, str>>,
     /// The stage or image to mount from.
-    pub from: Option<String>,
+    pub from: Option<Cow<'a, str>>,
     /// Mounted read-only (defaults: bind/secret/ssh read-only, cache/tmpfs writable).
     pub read_only: bool,
     /// Cache or secret id.
-    pub id: Option<String>,
+    pub id: Option<Cow<'a, str>>,
     /// Cache sharing mode.
     pub sharing: Option<CacheSharing>,
     /// A missing secret or SSH agent is an error.
@@ -82,7 +83,7 @@ pub struct Mount {
     /// tmpfs size limit in bytes.
     pub size: Option<u64>,
     /// Environment variable a secret is exposed as.
-    pub env: Option<String>,
+    pub env: Option<Cow<'a, str>>,
 }
 
 /// Why a `--mount` value is invalid.
@@ -225,9 +226,19 @@ fn csv_fields(input: &str) -> Result<Vec<Cow<'_, str>>, MountError> {
     }
 }
 
-/// The value as written: what [`Mount::parse`] expands with.
-fn as_written(value: &str) -> Result<Cow<'_, str>, String> {
-    Ok(Cow::Borrowed(value))
+/// A field's key, lowercased, and its value, which is borrowed from the record when the
+/// field is.
+fn split_field<'f, 'a>(field: &'f Cow<'a, str>) -> (Cow<'f, str>, Option<Cow<'a, str>>) {
+    match field {
+        Cow::Borrowed(field) => match field.split_once('=') {
+            Some((key, value)) => (lowercase(key), Some(Cow::Borrowed(value))),
+            None => (lowercase(field), None),
+        },
+        Cow::Owned(field) => match field.split_once('=') {
+            Some((key, value)) => (lowercase(key), Some(Cow::Owned(value.to_owned()))),
+            None => (lowercase(field), None),
+        },
+    }
 }
 
 /// The fields of a mount's CSV record: cut at commas when it holds no quote (the usual
@@ -316,26 +327,39 @@ pub(crate) fn check_unexpanded(spec: &str) -> Result<(), MountError> {
     Ok(())
 }
 
-impl Mount {
+impl<'a> Mount<'a> {
     /// Parses a mount written without variables.
-    pub fn parse(spec: &str) -> Result<Mount, MountError> {
-        Mount::parse_fields(spec, as_written)
+    pub fn parse(spec: &'a str) -> Result<Mount<'a>, MountError> {
+        Mount::parse_fields(spec, |value| Ok(value.clone()))
     }
 
     /// Parses a mount, passing every field value but `from` through `expand` first
     /// (the solver's shell expander with the build's ARG/ENV values).
     pub fn parse_with(
-        spec: &str,
+        spec: &'a str,
         mut expand: impl FnMut(&str) -> Result<String, String>,
-    ) -> Result<Mount, MountError> {
-        Mount::parse_fields(spec, |v| expand(v).map(Cow::Owned))
+    ) -> Result<Mount<'a>, MountError> {
+        Mount::parse_fields(spec, |value| expand(value).map(Cow::Owned))
     }
 
-    /// [`Mount::parse_with`] with an expander that may give the value back borrowed.
+    /// The same mount with text of its own.
+    pub fn into_owned(self) -> Mount<'static> {
+        let own = |text: Option<Cow<'_, str>>| text.map(|t| Cow::Owned(t.into_owned()));
+        Mount {
+            target: own(self.target),
+            source: own(self.source),
+            from: own(self.from),
+            id: own(self.id),
+            env: own(self.env),
+            ..self
+        }
+    }
+
+    /// [`Mount::parse_with`] with an expander that may give the value back as it is.
     fn parse_fields(
-        spec: &str,
-        mut expand: impl for<'v> FnMut(&'v str) -> Result<Cow<'v, str>, String>,
-    ) -> Result<Mount, MountError> {
+        spec: &'a str,
+        mut expand: impl FnMut(&Cow<'a, str>) -> Result<Cow<'a, str>, String>,
+    ) -> Result<Mount<'a>, MountError> {
         let mut m = Mount {
             kind: MountType::Bind,
             target: None,
@@ -353,10 +377,7 @@ impl Mount {
         };
         let mut read_only: Option<bool> = None;
         for field in Fields::of(spec)? {
-            let (key, value) = match field.split_once('=') {
-                Some((k, v)) => (lowercase(k), Some(v)),
-                None => (lowercase(&field), None),
-            };
+            let (key, value) = split_field(&field);
             let secretish = matches!(m.kind, MountType::Secret | MountType::Ssh);
             let Some(raw) = value else {
                 match &*key {
@@ -378,13 +399,13 @@ impl Mount {
                 continue;
             };
             let value = if key == "from" {
-                if names_variable(raw) {
+                if names_variable(&raw) {
                     return Err(MountError::FromVariable);
                 }
-                Cow::Borrowed(raw)
+                raw
             } else {
-                expand(raw).map_err(|message| MountError::Expansion {
-                    value: raw.to_owned(),
+                expand(&raw).map_err(|message| MountError::Expansion {
+                    value: raw.into_owned(),
                     message,
                 })?
             };
@@ -407,9 +428,9 @@ impl Mount {
                         }
                     }
                 }
-                "from" => m.from = Some(value.into_owned()),
-                "source" | "src" => m.source = Some(value.into_owned()),
-                "target" | "dst" | "destination" => m.target = Some(value.into_owned()),
+                "from" => m.from = Some(value),
+                "source" | "src" => m.source = Some(value),
+                "target" | "dst" | "destination" => m.target = Some(value),
                 "readonly" | "ro" => {
                     read_only = Some(parse_bool(&value).ok_or_else(|| bad_value(&key))?)
                 }
@@ -425,7 +446,7 @@ impl Mount {
                         kind: m.kind.name(),
                     });
                 }
-                "id" => m.id = Some(value.into_owned()),
+                "id" => m.id = Some(value),
                 "sharing" => {
                     m.sharing = Some(match &*lowercase(&value) {
                         "shared" => CacheSharing::Shared,
@@ -452,7 +473,7 @@ impl Mount {
                         kind: m.kind.name(),
                     });
                 }
-                "env" => m.env = Some(value.into_owned()),
+                "env" => m.env = Some(value),
                 _ => {
                     return Err(MountError::UnknownKey {
                         key: key.into_owned(),

@@ -8,14 +8,18 @@
 //! Both passes use the [`crate::shell`] lexer, as BuildKit uses its own, with an empty
 //! environment and unset variables kept as written, so `$VAR` in a delimiter stays.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use crate::shell::Lex;
+use crate::syntax::line::Text;
 
 /// A heredoc marker found in a word.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Marker {
-    pub(crate) name: String,
+    /// The delimiter, quotes and escapes removed: a range of the word (or of the line,
+    /// from [`markers`]) when it is written there as is.
+    pub(crate) name: Text,
     pub(crate) fd: u32,
     pub(crate) chomp: bool,
     pub(crate) expand: bool,
@@ -38,9 +42,10 @@ pub(crate) fn parse_marker(word: &str) -> Option<Marker> {
         return None;
     }
     let fd = word[..digits].parse().unwrap_or(0);
-    if let Some((name, expand)) = plain_name(rest) {
+    if let Some((at, len, expand)) = plain_name(rest) {
+        let start = word.len() - rest.len() + at;
         return Some(Marker {
-            name: name.to_owned(),
+            name: Text::Slice(start, start + len),
             fd,
             chomp,
             expand,
@@ -60,7 +65,7 @@ pub(crate) fn parse_marker(word: &str) -> Option<Marker> {
         expand: quotes(name) == quotes(raw),
         fd,
         chomp,
-        name: name.clone(),
+        name: Text::Owned(name.clone()),
     })
 }
 
@@ -73,31 +78,56 @@ fn is_plain(text: &str) -> bool {
             .any(|c| matches!(c, '\'' | '"' | '\\' | '$') || c.is_whitespace())
 }
 
-/// The name of a delimiter the lexer is not needed for, and whether the body expands:
-/// `EOF` (expands), `"EOF"` or `'EOF'` (kept literal) with a plain name inside.
-fn plain_name(rest: &str) -> Option<(&str, bool)> {
+/// The name of a delimiter the lexer is not needed for, as its offset and length in
+/// `rest`, and whether the body expands: `EOF` (expands), `"EOF"` or `'EOF'` (kept
+/// literal) with a plain name inside.
+fn plain_name(rest: &str) -> Option<(usize, usize, bool)> {
     if is_plain(rest) {
-        return Some((rest, true));
+        return Some((0, rest.len(), true));
     }
     let quoted = ["\"", "'"]
         .into_iter()
         .find_map(|q| rest.strip_prefix(q).and_then(|inner| inner.strip_suffix(q)))?;
-    is_plain(quoted).then_some((quoted, false))
+    is_plain(quoted).then_some((1, quoted.len(), false))
 }
 
 /// Every heredoc marker on an instruction line, in order. The line is cut into words
 /// with quotes and escapes kept, so a quoted `"<<EOF"` is no marker; a line whose
 /// quotes do not balance has none.
-pub(crate) fn markers(line: &str) -> Vec<Marker> {
-    if !line.contains(['\\', '$']) {
-        return raw_words(line)
-            .map(|words| words.filter_map(parse_marker).collect())
-            .unwrap_or_default();
+pub(crate) fn markers(line: &str) -> Markers<'_> {
+    if !line.bytes().any(|b| b == b'\\' || b == b'$') {
+        return Markers::Raw(raw_words(line));
     }
-    lexed_markers(line)
+    Markers::Lexed(lexed_markers(line).into_iter())
 }
 
-/// [`markers`] with the line cut by the shell lexer.
+/// The heredoc markers of a line, read as the line's words are cut.
+pub(crate) enum Markers<'a> {
+    /// From words cut without the lexer (`None` when the quotes do not balance).
+    Raw(Option<RawWords<'a>>),
+    /// Found by the lexer.
+    Lexed(std::vec::IntoIter<Marker>),
+}
+
+impl Iterator for Markers<'_> {
+    type Item = Marker;
+
+    fn next(&mut self) -> Option<Marker> {
+        match self {
+            Markers::Raw(words) => words.as_mut()?.find_map(|(at, word)| {
+                let marker = parse_marker(word)?;
+                Some(Marker {
+                    name: Text::Slice(at, at + word.len()).part(marker.name),
+                    ..marker
+                })
+            }),
+            Markers::Lexed(markers) => markers.next(),
+        }
+    }
+}
+
+/// [`markers`] with the line cut by the shell lexer (whose words are copies, so the
+/// names are too).
 fn lexed_markers(line: &str) -> Vec<Marker> {
     Lex::new('\\')
         .with_raw_quotes(true)
@@ -105,71 +135,137 @@ fn lexed_markers(line: &str) -> Vec<Marker> {
         .with_skip_unset_env(true)
         .process_words(line, &no_env())
         .unwrap_or_default()
-        .iter()
-        .filter_map(|word| parse_marker(word))
+        .into_iter()
+        .filter_map(|word| {
+            let marker = parse_marker(&word)?;
+            Some(Marker {
+                name: Text::Owned(word).part(marker.name),
+                ..marker
+            })
+        })
         .collect()
 }
 
 /// The words of a line without escapes or `$`, quotes kept, as the lexer in raw mode
-/// cuts them: at whitespace outside quotes. `None` when a quote is not closed.
-fn raw_words(line: &str) -> Option<impl Iterator<Item = &str>> {
+/// cuts them (at whitespace outside quotes), with their offsets. `None` when a quote is
+/// not closed.
+fn raw_words(line: &str) -> Option<RawWords<'_>> {
+    // Quotes are ASCII, and no byte of a multi-byte character is one.
     let mut quote = None;
-    for c in line.chars() {
+    for b in line.bytes() {
         match quote {
-            Some(q) if c == q => quote = None,
+            Some(q) if b == q => quote = None,
             Some(_) => {}
-            None if c == '\'' || c == '"' => quote = Some(c),
+            None if b == b'\'' || b == b'"' => quote = Some(b),
             None => {}
         }
     }
     if quote.is_some() {
         return None;
     }
-    let mut chars = line.char_indices();
-    Some(std::iter::from_fn(move || {
+    Some(RawWords { line, pos: 0 })
+}
+
+/// The iterator of [`raw_words`]: ASCII bytes are tested as they are, other characters
+/// decoded only to ask whether they are whitespace.
+pub(crate) struct RawWords<'a> {
+    line: &'a str,
+    pos: usize,
+}
+
+impl<'a> Iterator for RawWords<'a> {
+    type Item = (usize, &'a str);
+
+    fn next(&mut self) -> Option<(usize, &'a str)> {
+        let line = self.line;
+        let bytes = line.as_bytes();
         let mut quote = None;
         let mut start = None;
-        for (i, c) in chars.by_ref() {
+        while let Some(&b) = bytes.get(self.pos) {
+            let i = self.pos;
+            let space = match b {
+                0x80.. => {
+                    let c = line[i..].chars().next()?;
+                    self.pos += c.len_utf8();
+                    c.is_whitespace()
+                }
+                _ => {
+                    self.pos += 1;
+                    matches!(b, b'\t'..=b'\r' | b' ')
+                }
+            };
             match quote {
-                Some(q) if c == q => quote = None,
+                Some(q) if b == q => quote = None,
                 Some(_) => {}
-                None if c.is_whitespace() => {
+                None if space => {
                     if let Some(s) = start {
-                        return Some(&line[s..i]);
+                        return Some((s, &line[s..i]));
                     }
                 }
                 None => {
                     start.get_or_insert(i);
-                    if c == '\'' || c == '"' {
-                        quote = Some(c);
+                    if b == b'\'' || b == b'"' {
+                        quote = Some(b);
                     }
                 }
             }
         }
-        start.map(|s| &line[s..])
-    }))
+        start.map(|s| (s, &line[s..]))
+    }
 }
 
-/// Removes leading tabs from every line, as `<<-` asks.
-pub(crate) fn chomp(content: &str) -> String {
+/// Removes leading tabs from every line, as `<<-` asks: borrowed when no line has any.
+pub(crate) fn chomp(content: &str) -> Cow<'_, str> {
+    if !(content.starts_with('\t') || content.contains("\n\t")) {
+        return Cow::Borrowed(content);
+    }
     let mut out = String::with_capacity(content.len());
     for line in content.split_inclusive('\n') {
         out.push_str(line.trim_start_matches('\t'));
     }
-    out
+    Cow::Owned(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn m(name: &str, fd: u32, chomp: bool, expand: bool) -> Marker {
-        Marker {
+    /// A marker with its name resolved against `line`.
+    #[derive(Debug, PartialEq, Eq)]
+    struct M {
+        name: String,
+        fd: u32,
+        chomp: bool,
+        expand: bool,
+    }
+
+    fn m(name: &str, fd: u32, chomp: bool, expand: bool) -> M {
+        M {
             name: name.into(),
             fd,
             chomp,
             expand,
         }
+    }
+
+    fn markers(line: &str) -> Vec<M> {
+        resolve(line, super::markers(line))
+    }
+
+    fn lexed_markers(line: &str) -> Vec<M> {
+        resolve(line, super::lexed_markers(line))
+    }
+
+    fn resolve(line: &str, markers: impl IntoIterator<Item = Marker>) -> Vec<M> {
+        markers
+            .into_iter()
+            .map(|marker| M {
+                name: marker.name.get(line).to_owned(),
+                fd: marker.fd,
+                chomp: marker.chomp,
+                expand: marker.expand,
+            })
+            .collect()
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //! the logical line ([`Text::Slice`]) and become owned strings only where the public
 //! types need them: once, in [`super::Node`] or in the typed instruction.
 
+use std::borrow::Cow;
+
 use crate::error::{ErrorKind, ParseError};
 use crate::span::{Columns, LineStart, Span};
 use crate::syntax::Keyword;
@@ -44,6 +46,17 @@ impl Text {
             other => other.get(line).to_owned(),
         }
     }
+
+    /// `part`, a text cut from this one (its ranges relative to this text), as a text
+    /// of the line this one was cut from.
+    pub(crate) fn part(&self, part: Text) -> Text {
+        match (self, part) {
+            (Text::Slice(start, _), Text::Slice(s, e)) => Text::Slice(start + s, start + e),
+            (Text::Fixed(text), Text::Slice(s, e)) => Text::Fixed(&text[s..e]),
+            (Text::Owned(text), Text::Slice(s, e)) => Text::Owned(text[s..e].to_owned()),
+            (_, other) => other,
+        }
+    }
 }
 
 /// A `--flag[=value]` word of a raw node.
@@ -58,7 +71,8 @@ pub(crate) struct RawFlag {
 /// A heredoc attached to a raw node; its body stays in the source until wanted.
 #[derive(Debug)]
 pub(crate) struct RawHeredoc {
-    pub(crate) name: String,
+    /// The delimiter word, quotes removed.
+    pub(crate) name: Text,
     pub(crate) fd: u32,
     pub(crate) expand: bool,
     pub(crate) chomp: bool,
@@ -161,6 +175,21 @@ impl Logical {
         }
     }
 
+    /// Where text range `start..end` is in the source, when it is there in one piece
+    /// (it lies within one physical line).
+    fn in_source(&self, start: usize, end: usize) -> Option<usize> {
+        if self.more.is_empty() {
+            return Some(self.first.source + start);
+        }
+        let i = self.more.partition_point(|p| p.at <= start);
+        let piece = match i {
+            0 => &self.first,
+            i => &self.more[i - 1],
+        };
+        let piece_end = self.more.get(i).map_or(self.joined.len(), |p| p.at);
+        (end <= piece_end).then_some(piece.source + (start - piece.at))
+    }
+
     /// The piece holding text offset `at`.
     fn piece(&self, at: usize) -> &Piece {
         match self.more.partition_point(|p| p.at <= at) {
@@ -175,7 +204,7 @@ impl Logical {
         let s = first.source + (start - first.at);
         let span = Span {
             line: first.line.number,
-            column: columns.column(first.line.offset, s),
+            column: columns.column(first.line, s),
             end_line: first.line.number,
             start: s,
             end: s,
@@ -197,6 +226,59 @@ impl Logical {
     }
 }
 
+/// A logical line as the typed layer reads it: its text, and the way back to the
+/// source, so that the text of the AST is borrowed from the source wherever it is
+/// written there as is and copied only where continuations were joined inside it.
+#[derive(Clone, Copy)]
+pub(crate) struct LineText<'r, 'src> {
+    /// The logical line.
+    pub(crate) line: &'r str,
+    logical: &'r Logical,
+    /// The whole source.
+    pub(crate) src: &'src str,
+}
+
+impl<'r, 'src> LineText<'r, 'src> {
+    /// The logical line `line`, made of the pieces `logical` of the source `src`.
+    pub(crate) fn new(line: &'r str, logical: &'r Logical, src: &'src str) -> Self {
+        LineText { line, logical, src }
+    }
+
+    /// The text, borrowed from the logical line.
+    pub(crate) fn get(&self, text: &'r Text) -> &'r str {
+        text.get(self.line)
+    }
+
+    /// Bytes `start..end` of the logical line, borrowed from the source when they are
+    /// in it in one piece.
+    pub(crate) fn slice(&self, start: usize, end: usize) -> Cow<'src, str> {
+        match self.logical.in_source(start, end) {
+            Some(at) => Cow::Borrowed(&self.src[at..at + (end - start)]),
+            None => Cow::Owned(self.line[start..end].to_owned()),
+        }
+    }
+
+    /// The whole logical line.
+    pub(crate) fn whole(&self) -> Cow<'src, str> {
+        self.slice(0, self.line.len())
+    }
+
+    /// The text for the AST: borrowed from the source when it is written there as is,
+    /// moved out of `text` when it is owned already.
+    pub(crate) fn cow(&self, text: &mut Text) -> Cow<'src, str> {
+        match text {
+            Text::Slice(start, end) => self.slice(*start, *end),
+            Text::Fixed(text) => Cow::Borrowed(text),
+            Text::Owned(text) => Cow::Owned(std::mem::take(text)),
+        }
+    }
+
+    /// Bytes `range` of the source.
+    pub(crate) fn source(&self, (start, end): (usize, usize)) -> &'src str {
+        &self.src[start..end]
+    }
+}
+
 /// Where spans are computed from while building nodes.
 pub(crate) struct LineContext<'a, 'b> {
     pub(crate) logical: &'b Logical,
@@ -207,6 +289,42 @@ pub(crate) struct LineContext<'a, 'b> {
 impl LineContext<'_, '_> {
     fn span(&self, start: usize, end: usize) -> Span {
         self.logical.span(self.columns, start, end)
+    }
+}
+
+/// Classes of bytes, looked up in one table by the loops that look at every byte of a
+/// line instead of testing each byte against a chain of ranges.
+mod class {
+    /// ASCII whitespace as `char::is_whitespace` has it (`\t`..=`\r`, space).
+    pub(super) const SPACE: u8 = 1;
+    /// `'` or `"`.
+    pub(super) const QUOTE: u8 = 2;
+    /// `\`.
+    pub(super) const BACKSLASH: u8 = 4;
+    /// Part of a multi-byte character.
+    pub(super) const HIGH: u8 = 8;
+
+    /// The classes of every byte.
+    static CLASSES: [u8; 256] = {
+        let mut classes = [0; 256];
+        let mut b = 0;
+        while b < 256 {
+            classes[b] = match b as u8 {
+                b'\t'..=b'\r' | b' ' => SPACE,
+                b'\'' | b'"' => QUOTE,
+                b'\\' => BACKSLASH,
+                0x80.. => HIGH,
+                _ => 0,
+            };
+            b += 1;
+        }
+        classes
+    };
+
+    /// Whether `b` is in one of the classes `mask`.
+    #[inline]
+    pub(super) fn is(b: u8, mask: u8) -> bool {
+        CLASSES[usize::from(b)] & mask != 0
     }
 }
 
@@ -382,7 +500,12 @@ fn flag_word(line: &str, start: usize) -> (Text, usize) {
     let bytes = &line.as_bytes()[start..];
     let plain = bytes
         .iter()
-        .position(|&b| b >= 0x80 || matches!(b, b'\t'..=b'\r' | b' ' | b'\'' | b'"' | b'\\'))
+        .position(|&b| {
+            class::is(
+                b,
+                class::SPACE | class::QUOTE | class::BACKSLASH | class::HIGH,
+            )
+        })
         .unwrap_or(bytes.len());
     if bytes
         .get(plain)
@@ -561,9 +684,8 @@ impl Iterator for Words<'_> {
         let escape = self.escape;
         // Bytes that change nothing outside quotes: ASCII, neither whitespace, a quote
         // nor the escape character.
-        let ordinary = |b: u8| {
-            b < 0x80 && !matches!(b, b'\t'..=b'\r' | b' ' | b'\'' | b'"') && Some(b) != escape
-        };
+        let ordinary =
+            |b: u8| !class::is(b, class::SPACE | class::QUOTE | class::HIGH) && Some(b) != escape;
         let mut blank_ok = false;
         let mut quote: Option<u8> = None;
         let mut end = len;

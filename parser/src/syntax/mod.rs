@@ -27,7 +27,7 @@ pub use directives::{CheckConfig, Directive};
 use crate::error::{ErrorKind, ParseError};
 use crate::span::{Columns, LineStart, Span};
 use directives::DirectiveScanner;
-use line::{LineContext, Logical, RawHeredoc, RawNode};
+use line::{LineContext, LineText, Logical, RawHeredoc, RawNode};
 
 /// BuildKit's scanner refuses physical lines longer than this (its 64 KiB buffer, less
 /// the newline).
@@ -144,16 +144,38 @@ impl Keyword {
         (Keyword::Shell, "SHELL"),
     ];
 
-    /// The instruction `word` names, ASCII letters in any case.
+    /// The instruction `word` names, ASCII letters in any case: the word is uppercased
+    /// into a small buffer and matched in one go.
     pub(crate) fn of(word: &str) -> Keyword {
         let word = word.as_bytes();
-        if !(3..=11).contains(&word.len()) {
+        let mut upper = [0u8; 11];
+        let Some(upper) = upper.get_mut(..word.len()) else {
             return Keyword::Unknown;
+        };
+        for (u, b) in upper.iter_mut().zip(word) {
+            *u = b.to_ascii_uppercase();
         }
-        Keyword::ALL
-            .iter()
-            .find(|(_, name)| word.eq_ignore_ascii_case(name.as_bytes()))
-            .map_or(Keyword::Unknown, |&(keyword, _)| keyword)
+        match &*upper {
+            b"FROM" => Keyword::From,
+            b"RUN" => Keyword::Run,
+            b"CMD" => Keyword::Cmd,
+            b"LABEL" => Keyword::Label,
+            b"MAINTAINER" => Keyword::Maintainer,
+            b"EXPOSE" => Keyword::Expose,
+            b"ENV" => Keyword::Env,
+            b"ADD" => Keyword::Add,
+            b"COPY" => Keyword::Copy,
+            b"ENTRYPOINT" => Keyword::Entrypoint,
+            b"VOLUME" => Keyword::Volume,
+            b"USER" => Keyword::User,
+            b"WORKDIR" => Keyword::Workdir,
+            b"ARG" => Keyword::Arg,
+            b"ONBUILD" => Keyword::Onbuild,
+            b"STOPSIGNAL" => Keyword::Stopsignal,
+            b"HEALTHCHECK" => Keyword::Healthcheck,
+            b"SHELL" => Keyword::Shell,
+            _ => Keyword::Unknown,
+        }
     }
 
     /// The usual spelling.
@@ -200,11 +222,12 @@ struct Lines<'a> {
 }
 
 impl<'a> Lines<'a> {
-    /// Where the next line starts.
+    /// Where the next line starts (whether it is ASCII is not known yet).
     fn next_start(&self) -> LineStart {
         LineStart {
             number: self.count + 1,
             offset: self.pos,
+            ascii: false,
         }
     }
 
@@ -212,9 +235,11 @@ impl<'a> Lines<'a> {
         if self.pos >= self.src.len() {
             return Ok(None);
         }
-        let line = self.next_start();
+        let mut line = self.next_start();
         let start = self.pos;
-        let end = find_newline(&self.src.as_bytes()[start..]).map_or(self.src.len(), |i| start + i);
+        let (newline, ascii) = find_newline(&self.src.as_bytes()[start..]);
+        let end = newline.map_or(self.src.len(), |i| start + i);
+        line.ascii = ascii;
         if end - start > MAX_LINE_LEN {
             return Err(ParseError::new(
                 ErrorKind::LineTooLong { max: MAX_LINE_LEN },
@@ -244,31 +269,39 @@ impl<'a> Lines<'a> {
     }
 }
 
-/// The offset of the first `\n` in `bytes`, testing eight bytes at a time: lines are
-/// short, and a general search spends more on setting up than on searching.
-fn find_newline(bytes: &[u8]) -> Option<usize> {
+/// The offset of the first `\n` in `bytes`, and whether the bytes before it are ASCII
+/// (which makes columns on the line byte counts), testing eight bytes at a time: lines
+/// are short, and a general search spends more on setting up than on searching.
+fn find_newline(bytes: &[u8]) -> (Option<usize>, bool) {
     const ONES: u64 = u64::from_le_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
     const NEWLINES: u64 = u64::from_le_bytes([b'\n'; 8]);
     let mut chunks = bytes.chunks_exact(8);
     let mut at = 0;
+    // The high bits of the bytes before the newline.
+    let mut high = 0;
     for chunk in &mut chunks {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
-        let x = u64::from_le_bytes(word) ^ NEWLINES;
+        let word = u64::from_le_bytes(word);
+        let x = word ^ NEWLINES;
         // The lowest set bit marks the first zero byte exactly (borrows only run
         // upwards, past it).
         let found = x.wrapping_sub(ONES) & !x & HIGHS;
         if found != 0 {
-            return Some(at + found.trailing_zeros() as usize / 8);
+            let before = found.trailing_zeros() as usize / 8;
+            let below = (1u64 << (before * 8)) - 1;
+            high |= word & below;
+            return (Some(at + before), high & HIGHS == 0);
         }
+        high |= word;
         at += 8;
     }
-    chunks
-        .remainder()
-        .iter()
-        .position(|&b| b == b'\n')
-        .map(|i| at + i)
+    let rest = chunks.remainder();
+    let newline = rest.iter().position(|&b| b == b'\n');
+    let before = &rest[..newline.unwrap_or(rest.len())];
+    let ascii = high & HIGHS == 0 && before.is_ascii();
+    (newline.map(|i| at + i), ascii)
 }
 
 /// The line of byte `end - 1`, where `end` is the end of the text of `last`, the last
@@ -340,18 +373,17 @@ pub(crate) struct NodeReader<'a> {
     node: RawNode,
 }
 
-/// The instruction a [`NodeReader`] has just read: the raw node, the logical line its
-/// text ranges point into, and the source its heredoc ranges point into.
-pub(crate) struct Read<'r> {
+/// The instruction a [`NodeReader`] has just read: the raw node, and the logical line
+/// its text ranges point into (with the source its heredoc ranges point into).
+pub(crate) struct Read<'r, 'src> {
     pub(crate) node: &'r mut RawNode,
-    pub(crate) line: &'r str,
-    pub(crate) src: &'r str,
+    pub(crate) text: LineText<'r, 'src>,
 }
 
-impl Read<'_> {
+impl Read<'_, '_> {
     /// The public node, its strings copied out.
     pub(crate) fn take_node(&mut self) -> Node {
-        raw_to_node(self.node, self.line, self.src)
+        raw_to_node(self.node, self.text.line, self.text.src)
     }
 }
 
@@ -376,7 +408,7 @@ fn raw_to_node(raw: &mut RawNode, line: &str, src: &str) -> Node {
             .heredocs
             .iter_mut()
             .map(|d| Heredoc {
-                name: std::mem::take(&mut d.name),
+                name: d.name.take(line),
                 fd: d.fd,
                 expand: d.expand,
                 chomp: d.chomp,
@@ -426,7 +458,7 @@ impl<'a> NodeReader<'a> {
     }
 
     /// The next node, or `None` at the end of the input.
-    pub(crate) fn next_node(&mut self) -> Result<Option<Read<'_>>, ParseError> {
+    pub(crate) fn next_node(&mut self) -> Result<Option<Read<'_, 'a>>, ParseError> {
         let columns = &self.columns;
         let lines = &mut self.lines;
         let src = lines.src;
@@ -491,14 +523,15 @@ impl<'a> NodeReader<'a> {
                         } else {
                             body.text
                         };
-                        if candidate == marker.name {
+                        if candidate == marker.name.get(line) {
                             break true;
                         }
                         body_end = lines.pos;
                     };
                     if !terminated {
+                        let name = marker.name.get(line).to_owned();
                         return Err(ParseError::new(
-                            ErrorKind::UnterminatedHeredoc { name: marker.name },
+                            ErrorKind::UnterminatedHeredoc { name },
                             node.keyword_span,
                         ));
                     }
@@ -511,7 +544,7 @@ impl<'a> NodeReader<'a> {
                         content: (body_start, body_end),
                         span: Span {
                             line: body_line.number,
-                            column: columns.column(body_start, body_start),
+                            column: columns.column(body_line, body_start),
                             end_line: match end > body_start {
                                 true => line_before(end, &last),
                                 false => body_line.number,
@@ -524,7 +557,10 @@ impl<'a> NodeReader<'a> {
             }
             node.span = extend(node.span, last.end(), &last);
             self.count += 1;
-            return Ok(Some(Read { node, line, src }));
+            return Ok(Some(Read {
+                node,
+                text: LineText::new(line, logical, src),
+            }));
         }
         Ok(None)
     }
@@ -634,6 +670,20 @@ mod tests {
     }
 
     #[test]
+    fn keywords_in_any_case() {
+        for (keyword, name) in Keyword::ALL {
+            assert_eq!(Keyword::of(name), keyword);
+            assert_eq!(Keyword::of(&name.to_lowercase()), keyword);
+            assert_eq!(Keyword::of(&name[..name.len() - 1]), Keyword::Unknown);
+            assert_eq!(Keyword::of(&format!("{name}S")), Keyword::Unknown);
+        }
+        assert_eq!(Keyword::of("rUn"), Keyword::Run);
+        assert_eq!(Keyword::of(""), Keyword::Unknown);
+        assert_eq!(Keyword::of("HEALTHCHECKS"), Keyword::Unknown);
+        assert_eq!(Keyword::of("ſhell"), Keyword::Unknown);
+    }
+
+    #[test]
     fn newlines_found_at_every_offset() {
         for len in 0..40 {
             for at in 0..=len {
@@ -642,10 +692,18 @@ mod tests {
                     *b = b'\n';
                 }
                 bytes.extend_from_slice(b"\n\x8a\n");
-                assert_eq!(find_newline(&bytes), Some(at), "{len} {at}");
+                assert_eq!(find_newline(&bytes), (Some(at), true), "{len} {at}");
+                if at > 0 {
+                    bytes[at - 1] = 0xc3;
+                    assert_eq!(find_newline(&bytes), (Some(at), false), "{len} {at}");
+                }
             }
         }
-        assert_eq!(find_newline(&[0x8a, 0x0b, 0x09, 0xff, 0, 0, 0, 0, 1]), None);
+        assert_eq!(
+            find_newline(&[0x8a, 0x0b, 0x09, 0xff, 0, 0, 0, 0, 1]),
+            (None, false)
+        );
+        assert_eq!(find_newline(b"0123456789"), (None, true));
     }
 
     #[test]

@@ -10,16 +10,18 @@ use kiln_parser::instructions::{
 };
 use kiln_parser::{Command, Dockerfile};
 
-fn golden(case: &str) -> Dockerfile {
+fn golden(case: &str) -> Dockerfile<'static> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../testdata/parser")
         .join(case)
         .join("Dockerfile");
     let text = std::fs::read_to_string(&path).expect("golden case");
-    kiln_parser::parse(&text).expect("golden case parses")
+    kiln_parser::parse(&text)
+        .expect("golden case parses")
+        .into_owned()
 }
 
-fn commands(file: &Dockerfile, stage: usize) -> Vec<&Command> {
+fn commands<'f>(file: &'f Dockerfile, stage: usize) -> Vec<&'f Command<'f>> {
     file.stages[stage]
         .instructions
         .iter()
@@ -43,7 +45,7 @@ fn stages_and_global_args() {
     let names: Vec<_> = arg
         .args
         .iter()
-        .map(|a| (a.name.as_str(), a.default.as_deref()))
+        .map(|a| (&*a.name, a.default.as_deref()))
         .collect();
     assert_eq!(
         names,

@@ -80,7 +80,7 @@ pub(crate) fn global_scope(
     for global in &dockerfile.global_args {
         let at = Place::new(source, global.span.line);
         for decl in &global.arg.args {
-            let value = match (options.build_args.get(&decl.name), &decl.default) {
+            let value = match (options.build_args.get(&*decl.name), &decl.default) {
                 (Some(value), _) => Some(value.clone()),
                 (None, Some(default)) => Some(expand(lex, default, &vars, &at)?),
                 (None, None) => None,
@@ -117,7 +117,7 @@ pub(crate) fn declare(
     let mut out = Vec::with_capacity(arg.args.len());
     let mut env = env.clone();
     for decl in &arg.args {
-        let value = match (build_args.get(&decl.name), &decl.default) {
+        let value = match (build_args.get(&*decl.name), &decl.default) {
             (Some(value), _) => Some(value.clone()),
             (None, Some(default)) => Some(expand(lex, default, &env, at)?),
             (None, None) => globals.get(&decl.name).map(str::to_owned),
@@ -126,7 +126,7 @@ pub(crate) fn declare(
             env.set(&decl.name, value);
         }
         out.push(DeclaredArg {
-            name: decl.name.clone(),
+            name: decl.name.to_string(),
             value,
         });
     }

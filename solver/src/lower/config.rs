@@ -8,6 +8,7 @@
 //! exact history text. WORKDIR is here because it is a config change first; the
 //! directory it creates is a small [`FileAction::Mkdir`].
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use kiln_image::config::{EmptyObject, HealthConfig};
@@ -125,8 +126,10 @@ pub(crate) fn lower_config(
             format!("ENTRYPOINT {}", go_quoted_list(&args))
         }
         Command::Shell(shell) => {
-            state.image.config.shell = Some(shell.clone());
-            format!("SHELL {}", go_list(shell))
+            let shell = owned_words(shell);
+            let message = format!("SHELL {}", go_list(&shell));
+            state.image.config.shell = Some(shell);
+            message
         }
         Command::Healthcheck(check) => {
             let config = match check {
@@ -135,7 +138,7 @@ pub(crate) fn lower_config(
                     ..HealthConfig::default()
                 },
                 Healthcheck::Check(c) => HealthConfig {
-                    test: c.test.clone(),
+                    test: owned_words(&c.test),
                     interval: nanos(c.interval),
                     timeout: nanos(c.timeout),
                     start_period: nanos(c.start_period),
@@ -153,12 +156,12 @@ pub(crate) fn lower_config(
                 .config
                 .on_build
                 .get_or_insert_with(Vec::new)
-                .push(trigger.expression.clone());
+                .push(trigger.expression.to_string());
             return Ok(());
         }
         Command::Arg(arg) => lower_arg(builder, state, arg, at)?,
         Command::Maintainer(who) => {
-            state.image.author = Some(who.clone());
+            state.image.author = Some(who.to_string());
             format!("MAINTAINER {who}")
         }
         Command::Run(_) | Command::Copy(_) | Command::Add(_) | Command::Workdir(_) => {
@@ -185,7 +188,7 @@ fn lower_arg(
                 let default = expand_in(builder, state, default, at)?;
                 words.push(format!("{}={default}", decl.name));
             }
-            None => words.push(decl.name.clone()),
+            None => words.push(decl.name.to_string()),
         }
     }
     let declared = args::declare(
@@ -227,7 +230,7 @@ pub(crate) fn lower_workdir(
     if wd != "/" {
         let name = history::uppercase_command(
             &expand_in(builder, state, &instruction.original, at)
-                .unwrap_or_else(|_| instruction.original.clone()),
+                .unwrap_or_else(|_| instruction.original.to_string()),
         );
         let name = state.step_name(&name);
         let parent = state.fs;
@@ -277,9 +280,14 @@ pub(crate) fn clean_path(path: &str) -> String {
 
 fn command_args(state: &StageState, line: &CommandLine) -> Vec<String> {
     match line {
-        CommandLine::Exec(args) => args.clone(),
+        CommandLine::Exec(args) => owned_words(args),
         CommandLine::Shell(command) => with_shell(state, command),
     }
+}
+
+/// Words of the AST (borrowed from the Dockerfile) as strings of the image config.
+pub(crate) fn owned_words(words: &[Cow<'_, str>]) -> Vec<String> {
+    words.iter().map(|word| word.to_string()).collect()
 }
 
 fn expand_pairs(

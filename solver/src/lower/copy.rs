@@ -15,7 +15,7 @@ use kiln_parser::instructions::{
 };
 use kiln_parser::shell::Lex;
 
-use super::config::clean_path;
+use super::config::{clean_path, owned_words};
 use super::history::uppercase_command;
 use super::stage::StageState;
 use super::{Builder, LowerError, Place, expand_in};
@@ -183,7 +183,7 @@ fn lower_transfer(
         dir_contents_only: wildcard,
         unpack: false,
         parents: false,
-        excludes: files.excludes.clone(),
+        excludes: owned_words(&files.excludes),
     };
     let mut actions = Vec::new();
     for path in &paths {
@@ -263,11 +263,11 @@ fn lower_transfer(
                 .process_word(&doc.content, &state.env)
                 .map_err(|source| LowerError::Expand {
                     at: at.clone(),
-                    word: doc.content.clone(),
+                    word: doc.content.to_string(),
                     source,
                 })?
         } else {
-            doc.content.clone()
+            doc.content.to_string()
         };
         let file = inline_document(builder, state, &doc.name, data.into_bytes(), 0o644);
         let input = input_of(&mut inputs, file);
@@ -280,7 +280,7 @@ fn lower_transfer(
 
     let shown = Lex::new(builder.lex.escape())
         .process_word(&instruction.original, &state.env)
-        .unwrap_or_else(|_| instruction.original.clone());
+        .unwrap_or_else(|_| instruction.original.to_string());
     let shown = uppercase_command(shown.lines().next().unwrap_or_default());
     let name = state.step_name(&shown);
     let parent = state.fs;

@@ -466,14 +466,14 @@ enum Dep {
 }
 
 /// A stage after planning.
-struct Planned {
+struct Planned<'a> {
     name: Option<String>,
     display: String,
     at: Place,
     base: Base,
     platform: Platform,
     /// Fired ONBUILD triggers first, then the stage's own instructions.
-    instructions: Vec<Instruction>,
+    instructions: Vec<Instruction<'a>>,
     triggers: usize,
     triggers_loaded: bool,
     deps: Vec<(Dep, Place)>,
@@ -579,7 +579,7 @@ struct BaseImage {
 /// Lowers `dockerfile` (whose text is `source`) for a build with `options`, resolving
 /// base images through `resolver`.
 pub async fn lower(
-    dockerfile: &Dockerfile,
+    dockerfile: &Dockerfile<'_>,
     source: &str,
     options: &LowerOptions,
     resolver: &impl ImageResolver,
@@ -589,7 +589,7 @@ pub async fn lower(
     let target_name = options
         .target
         .clone()
-        .or_else(|| last.name.clone())
+        .or_else(|| last.name.as_deref().map(str::to_owned))
         .unwrap_or_default();
     let globals = args::global_scope(dockerfile, source, options, &lex, &target_name)?;
     let mut planned = plan(dockerfile, source, options, &lex, &globals)?;
@@ -661,7 +661,7 @@ pub async fn lower(
                 Base::Stage(base) => planned[*base].instructions[planned[*base].triggers..]
                     .iter()
                     .filter_map(|i| match &i.command {
-                        Command::Onbuild(o) => Some(o.expression.clone()),
+                        Command::Onbuild(o) => Some(o.expression.to_string()),
                         _ => None,
                     })
                     .collect(),
@@ -730,14 +730,18 @@ pub async fn lower(
 }
 
 /// Phase 1: stages with their expanded bases, names and dependencies.
-fn plan(
-    dockerfile: &Dockerfile,
+fn plan<'a>(
+    dockerfile: &Dockerfile<'a>,
     source: &str,
     options: &LowerOptions,
     lex: &Lex,
     globals: &Vars,
-) -> Result<Vec<Planned>, LowerError> {
-    let names: Vec<Option<String>> = dockerfile.stages.iter().map(|s| s.name.clone()).collect();
+) -> Result<Vec<Planned<'a>>, LowerError> {
+    let names: Vec<Option<String>> = dockerfile
+        .stages
+        .iter()
+        .map(|s| s.name.as_deref().map(str::to_owned))
+        .collect();
     let mut planned = Vec::with_capacity(dockerfile.stages.len());
     let mut external = 0;
     for (index, stage) in dockerfile.stages.iter().enumerate() {
@@ -746,7 +750,7 @@ fn plan(
         if base_name.is_empty() {
             return Err(LowerError::BlankBase {
                 at,
-                base: stage.base.clone(),
+                base: stage.base.to_string(),
             });
         }
         let platform = match &stage.platform {
@@ -774,12 +778,10 @@ fn plan(
             .iter()
             .filter(|(d, _)| matches!(d, Dep::Image(_)))
             .count();
+        let name = stage.name.as_deref().map(str::to_owned);
         planned.push(Planned {
-            name: stage.name.clone(),
-            display: stage
-                .name
-                .clone()
-                .unwrap_or_else(|| format!("stage-{index}")),
+            display: name.clone().unwrap_or_else(|| format!("stage-{index}")),
+            name,
             at,
             base,
             platform,
@@ -820,7 +822,7 @@ fn instruction_deps(
                     }
                     Err(_) => match find_stage(names, from) {
                         Some(index) => Dep::Stage(index),
-                        None => Dep::Image(from.clone()),
+                        None => Dep::Image(from.to_string()),
                     },
                 };
                 deps.push((dep, at.clone()));
@@ -846,7 +848,7 @@ fn instruction_deps(
 /// mount without `from` reads `scratch`, a tmpfs reads nothing.
 fn mount_from(mount: &Expandable<Mount>) -> Option<String> {
     let (kind, from) = match mount {
-        Expandable::Literal(m) => (m.kind, m.from.clone()),
+        Expandable::Literal(m) => (m.kind, m.from.as_deref().map(str::to_owned)),
         Expandable::Deferred(spec) => {
             let field = |key: &str| {
                 spec.split(',').find_map(|f| {
@@ -942,7 +944,7 @@ async fn resolve_image(
     builder: &mut Builder<'_>,
     resolver: &impl ImageResolver,
     name: &str,
-    stage: &Planned,
+    stage: &Planned<'_>,
     at: &Place,
 ) -> Result<BaseImage, LowerError> {
     let reference: ImageRef = name.parse().map_err(|source| LowerError::Reference {
@@ -995,7 +997,7 @@ async fn resolve_image(
 /// environment made from the configuration's Env, and the base's WORKDIR and USER.
 fn start_stage(
     builder: &mut Builder<'_>,
-    stage: &Planned,
+    stage: &Planned<'_>,
     states: &[Option<StageState>],
     image: Option<&BaseImage>,
 ) -> Result<StageState, LowerError> {

@@ -15,7 +15,7 @@ use super::{LowerError, Place};
 pub(crate) fn parse_triggers(
     triggers: &[String],
     at: &Place,
-) -> Result<Vec<Instruction>, LowerError> {
+) -> Result<Vec<Instruction<'static>>, LowerError> {
     triggers
         .iter()
         .map(|trigger| {
@@ -46,7 +46,7 @@ pub(crate) fn parse_triggers(
             }
             instruction.span.line = at.line;
             instruction.span.end_line = at.line;
-            Ok(instruction)
+            Ok(instruction.into_owned())
         })
         .collect()
 }

@@ -14,7 +14,7 @@ use kiln_parser::instructions::{
 };
 use kiln_parser::shell::Lex;
 
-use super::config::{clean_path, join_path, with_shell};
+use super::config::{clean_path, join_path, owned_words, with_shell};
 use super::copy::inline_document;
 use super::history::{self, heredoc_summary, uppercase_command};
 use super::stage::StageState;
@@ -42,13 +42,13 @@ pub(crate) fn lower_run(
         .unwrap_or_default()
         .to_owned();
     let args = match (&run.command, run.heredocs.as_slice()) {
-        (CommandLine::Exec(args), []) => args.clone(),
+        (CommandLine::Exec(args), []) => owned_words(args),
         (CommandLine::Exec(_), _) => return Err(LowerError::HeredocRun { at: at.clone() }),
         (CommandLine::Shell(command), []) => with_shell(state, command),
         (CommandLine::Shell(command), [doc, ..]) if is_lone_heredoc(command) => {
             display.push_str(&format!(" ({})", heredoc_summary(&doc.content)));
             if doc.content.starts_with("#!") {
-                let content = doc.content.clone().into_bytes();
+                let content = doc.content.as_bytes().to_vec();
                 let script = inline_document(builder, state, &doc.name, content, 0o755);
                 inputs.push(script);
                 mounts.push(ExecMount::Bind {
@@ -63,7 +63,7 @@ pub(crate) fn lower_run(
             }
         }
         (CommandLine::Shell(command), docs) => {
-            let mut script = command.clone();
+            let mut script = command.to_string();
             for doc in docs {
                 script.push('\n');
                 script.push_str(&doc.content);
@@ -145,7 +145,7 @@ fn exec_mount(
     inputs: &mut Vec<crate::graph::VertexId>,
     at: &Place,
 ) -> Result<ExecMount, LowerError> {
-    let raw_target = mount.target.clone().unwrap_or_default();
+    let raw_target = mount.target.as_deref().unwrap_or_default().to_owned();
     let target = clean_path(&join_path(state.workdir(), &raw_target));
     let unsupported = |feature| LowerError::Unsupported {
         at: at.clone(),
@@ -156,19 +156,19 @@ fn exec_mount(
         MountType::Secret => {
             let id = mount
                 .source
-                .clone()
-                .or_else(|| mount.id.clone())
+                .as_deref()
+                .or(mount.id.as_deref())
                 .filter(|id| !id.is_empty())
-                .unwrap_or_else(|| base_name(&raw_target));
+                .map_or_else(|| base_name(&raw_target), str::to_owned);
             let target = match (&mount.target, &mount.env) {
-                (Some(t), _) => Some(t.clone()),
+                (Some(t), _) => Some(t.to_string()),
                 (None, Some(_)) => None,
                 (None, None) => Some(format!("/run/secrets/{}", base_name(&id))),
             };
             return Ok(ExecMount::Secret {
                 id,
                 target,
-                env: mount.env.clone(),
+                env: mount.env.as_deref().map(str::to_owned),
                 required: mount.required,
                 mode: mount.mode.unwrap_or(0o400),
                 uid: mount.uid.unwrap_or(0),
@@ -193,7 +193,10 @@ fn exec_mount(
                 return Err(unsupported("a cache mount seeded from another state"));
             }
             Ok(ExecMount::Cache {
-                id: mount.id.clone().unwrap_or_else(|| raw_target.clone()),
+                id: mount
+                    .id
+                    .as_deref()
+                    .map_or_else(|| raw_target.clone(), str::to_owned),
                 target,
                 sharing: match mount.sharing {
                     None | Some(MountSharing::Shared) => CacheSharing::Shared,
