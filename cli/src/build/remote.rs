@@ -519,8 +519,11 @@ pub async fn export(
             for layer in &cache.layers {
                 // A layer imported and never needed here is not downloaded only to be
                 // sent back where it is (a cache exported where it was imported from).
-                let mount_from: Vec<ImageRef> =
-                    imported.registry_source(&layer.blob).cloned().into_iter().collect();
+                let mount_from: Vec<ImageRef> = imported
+                    .registry_source(&layer.blob)
+                    .cloned()
+                    .into_iter()
+                    .collect();
                 if !content.contains(&layer.blob)
                     && !client.blob_exists(reference, &layer.blob).await?
                 {
