@@ -108,7 +108,7 @@ pub struct Instruction<'a> {
 #[serde(tag = "instruction", content = "args", rename_all = "lowercase")]
 pub enum Command<'a> {
     /// `RUN`.
-    Run(RunInstruction<'a>),
+    Run(Box<RunInstruction<'a>>),
     /// `CMD`.
     Cmd(CommandLine<'a>),
     /// `ENTRYPOINT`.
@@ -116,9 +116,9 @@ pub enum Command<'a> {
     /// `SHELL`, always exec form.
     Shell(Vec<Cow<'a, str>>),
     /// `COPY`.
-    Copy(CopyInstruction<'a>),
+    Copy(Box<CopyInstruction<'a>>),
     /// `ADD`.
-    Add(AddInstruction<'a>),
+    Add(Box<AddInstruction<'a>>),
     /// `ENV`.
     Env(Vec<KeyValue<'a>>),
     /// `LABEL`.
@@ -303,7 +303,7 @@ pub enum Healthcheck<'a> {
     /// `HEALTHCHECK NONE`: disable any inherited check.
     None,
     /// `HEALTHCHECK [flags] CMD …`.
-    Check(HealthConfig<'a>),
+    Check(Box<HealthConfig<'a>>),
 }
 
 /// A health check; zero durations and retries mean "the default".
@@ -334,7 +334,7 @@ pub struct OnbuildInstruction<'a> {
 /// it. A syntax error anywhere wins over a typing error, as when the whole syntax tree
 /// is read first.
 pub(crate) fn build(text: &str) -> Result<Dockerfile<'_>, ParseError> {
-    let mut reader = NodeReader::new(text);
+    let mut reader = NodeReader::new(text)?;
     let mut global_args = Vec::new();
     let mut stages: Vec<Stage> = Vec::new();
     // The current stage's instructions, moved into it in one allocation when it ends.
@@ -444,7 +444,7 @@ fn typed<'src>(
     };
     let command = match node.kind {
         Keyword::From => return from(node, text, given),
-        Keyword::Run => Command::Run(run(node, text, given)?),
+        Keyword::Run => Command::Run(Box::new(run(node, text, given)?)),
         Keyword::Cmd => {
             no_flags("CMD", node)?;
             Command::Cmd(command_line(&mut node.args, node.json, text))
@@ -461,8 +461,8 @@ fn typed<'src>(
                 CommandLine::Shell(_) => return Err(err(ErrorKind::ShellNotJson)),
             }
         }
-        Keyword::Copy => Command::Copy(copy(node, text, given)?),
-        Keyword::Add => Command::Add(add(node, text, given)?),
+        Keyword::Copy => Command::Copy(Box::new(copy(node, text, given)?)),
+        Keyword::Add => Command::Add(Box::new(add(node, text, given)?)),
         Keyword::Env => {
             no_flags("ENV", node)?;
             Command::Env(key_values(node, text, "ENV")?)
@@ -986,14 +986,14 @@ fn healthcheck<'src>(
             })?
         }
     };
-    Ok(Healthcheck::Check(HealthConfig {
+    Ok(Healthcheck::Check(Box::new(HealthConfig {
         test,
         interval: duration(&flags, "interval")?,
         timeout: duration(&flags, "timeout")?,
         start_period: duration(&flags, "start-period")?,
         start_interval: duration(&flags, "start-interval")?,
         retries,
-    }))
+    })))
 }
 
 fn onbuild<'src>(

@@ -202,13 +202,13 @@ impl Logical {
     pub(crate) fn span(&self, columns: &Columns<'_>, start: usize, end: usize) -> Span {
         let first = self.piece(start);
         let s = first.source + (start - first.at);
-        let span = Span {
-            line: first.line.number,
-            column: columns.column(first.line, s),
-            end_line: first.line.number,
-            start: s,
-            end: s,
-        };
+        let span = Span::new(
+            first.line.number,
+            columns.column(first.line, s),
+            first.line.number,
+            s,
+            s,
+        );
         self.extend(span, start, end)
     }
 
@@ -219,8 +219,8 @@ impl Logical {
         }
         let last = self.piece(end - 1);
         Span {
-            end_line: last.line.number,
-            end: last.source + (end - 1 - last.at) + 1,
+            end_line: last.line.number as u32,
+            end: (last.source + (end - 1 - last.at) + 1) as u32,
             ..span
         }
     }

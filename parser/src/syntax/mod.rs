@@ -25,7 +25,7 @@ use serde::Serialize;
 pub use directives::{CheckConfig, Directive};
 
 use crate::error::{ErrorKind, ParseError};
-use crate::span::{Columns, LineStart, Span};
+use crate::span::{Columns, LineStart, MAX_TEXT_LEN, Span};
 use directives::DirectiveScanner;
 use line::{LineContext, LineText, Logical, RawHeredoc, RawNode};
 
@@ -243,13 +243,7 @@ impl<'a> Lines<'a> {
         if end - start > MAX_LINE_LEN {
             return Err(ParseError::new(
                 ErrorKind::LineTooLong { max: MAX_LINE_LEN },
-                Span {
-                    line: line.number,
-                    column: 1,
-                    end_line: line.number,
-                    start,
-                    end: start,
-                },
+                Span::new(line.number, 1, line.number, start, start),
             ));
         }
         self.pos = (end + 1).min(self.src.len());
@@ -316,12 +310,12 @@ fn line_before(end: usize, last: &PhysLine<'_>) -> usize {
 
 /// `span` reaching on to `end`, the end of the text of `last`, if that is further.
 fn extend(span: Span, end: usize, last: &PhysLine<'_>) -> Span {
-    if end <= span.end {
+    if end <= span.end as usize {
         return span;
     }
     Span {
-        end_line: line_before(end, last),
-        end,
+        end_line: line_before(end, last) as u32,
+        end: end as u32,
         ..span
     }
 }
@@ -342,7 +336,7 @@ fn trim_continuation(line: &str, escape: char) -> (&str, bool) {
 
 /// Parses Dockerfile text into raw nodes.
 pub fn parse_syntax(src: &str) -> Result<SyntaxTree, ParseError> {
-    let mut reader = NodeReader::new(src);
+    let mut reader = NodeReader::new(src)?;
     let mut nodes = Vec::with_capacity(src.len() / 64);
     while let Some(mut read) = reader.next_node()? {
         nodes.push(read.take_node());
@@ -423,8 +417,15 @@ fn raw_to_node(raw: &mut RawNode, line: &str, src: &str) -> Node {
 }
 
 impl<'a> NodeReader<'a> {
-    pub(crate) fn new(src: &'a str) -> NodeReader<'a> {
-        NodeReader {
+    /// A reader of `src`, which must be shorter than [`MAX_TEXT_LEN`].
+    pub(crate) fn new(src: &'a str) -> Result<NodeReader<'a>, ParseError> {
+        if src.len() > MAX_TEXT_LEN {
+            return Err(ParseError::new(
+                ErrorKind::TooLarge { max: MAX_TEXT_LEN },
+                Span::default(),
+            ));
+        }
+        Ok(NodeReader {
             columns: Columns::new(src),
             lines: Lines {
                 src,
@@ -437,7 +438,7 @@ impl<'a> NodeReader<'a> {
             count: 0,
             logical: Logical::default(),
             node: RawNode::default(),
-        }
+        })
     }
 
     /// The error for input without instructions, once every node has been read.
@@ -445,13 +446,7 @@ impl<'a> NodeReader<'a> {
         match self.count {
             0 => Err(ParseError::new(
                 ErrorKind::NoInstructions,
-                Span {
-                    line: 1,
-                    column: 1,
-                    end_line: 1,
-                    start: 0,
-                    end: 0,
-                },
+                Span::new(1, 1, 1, 0, 0),
             )),
             _ => Ok(()),
         }
@@ -542,16 +537,16 @@ impl<'a> NodeReader<'a> {
                         expand: marker.expand,
                         chomp: marker.chomp,
                         content: (body_start, body_end),
-                        span: Span {
-                            line: body_line.number,
-                            column: columns.column(body_line, body_start),
-                            end_line: match end > body_start {
+                        span: Span::new(
+                            body_line.number,
+                            columns.column(body_line, body_start),
+                            match end > body_start {
                                 true => line_before(end, &last),
                                 false => body_line.number,
                             },
-                            start: body_start,
+                            body_start,
                             end,
-                        },
+                        ),
                     });
                 }
             }
@@ -663,10 +658,7 @@ mod tests {
         let flags = &tree.nodes[1].flags;
         assert_eq!(flags[1].text, "--mount=type=cache,target=/c");
         assert_eq!((flags[1].span.line, flags[1].span.column), (3, 5));
-        assert_eq!(
-            &src[flags[1].span.start..flags[1].span.end],
-            "--mount=type=cache,target=/c"
-        );
+        assert_eq!(&src[flags[1].span.range()], "--mount=type=cache,target=/c");
     }
 
     #[test]
