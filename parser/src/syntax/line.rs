@@ -393,7 +393,6 @@ pub(crate) fn node_from_line(
         .bytes()
         .position(|b| is_split_byte(&b))
         .unwrap_or(trimmed.len());
-    let keyword = &trimmed[..cmd_len];
     let keyword_span = ctx.span(start, start + cmd_len);
     let after_cmd = &trimmed[cmd_len..];
     let after_cmd = trim_start_split(after_cmd);
@@ -405,7 +404,7 @@ pub(crate) fn node_from_line(
     let rest_base = rest_base + rest_offset + (raw_rest.len() - trim_start(raw_rest).len());
     let error = |kind| ParseError::new(kind, keyword_span);
 
-    let kind = Keyword::of(keyword);
+    let kind = Keyword::of_prefix(&line[lead..], cmd_len);
     node.keyword = (start, start + cmd_len);
     node.kind = kind;
     node.original = (base, base + line.len());
@@ -682,57 +681,66 @@ impl Iterator for Words<'_> {
         }
         let start = self.pos;
         let escape = self.escape;
-        // Bytes that change nothing outside quotes: ASCII, neither whitespace, a quote
-        // nor the escape character.
-        let ordinary =
-            |b: u8| !class::is(b, class::SPACE | class::QUOTE | class::HIGH) && Some(b) != escape;
+        // The escape byte for the test of ordinary bytes: a space (which ends the word
+        // anyway) when there is none.
+        let escape_byte = escape.unwrap_or(b' ');
         let mut blank_ok = false;
-        let mut quote: Option<u8> = None;
         let mut end = len;
-        while self.pos < len {
-            let i = self.pos;
-            let b = bytes[i];
-            match quote {
-                None if ordinary(b) => {
-                    self.pos += 1;
-                    continue;
-                }
-                None => {
-                    let (width, space) = self.char_at(i);
-                    self.pos += width;
-                    if space {
-                        return Some((start, i));
+        let mut pos = self.pos;
+        'word: while pos < len {
+            let b = bytes[pos];
+            // Bytes that change nothing outside quotes: ASCII, neither whitespace, a
+            // quote nor the escape character.
+            if !class::is(b, class::SPACE | class::QUOTE | class::HIGH) && b != escape_byte {
+                pos += 1;
+                continue;
+            }
+            let i = pos;
+            let (width, space) = self.char_at(i);
+            pos += width;
+            if space {
+                self.pos = pos;
+                return Some((start, i));
+            }
+            if b == b'\'' || b == b'"' {
+                blank_ok = true;
+                // Inside quotes only ASCII bytes matter, and no multi-byte character
+                // holds one; the escape character works inside double quotes only.
+                loop {
+                    let Some(&c) = bytes.get(pos) else {
+                        break 'word;
+                    };
+                    pos += 1;
+                    if c == b {
+                        continue 'word;
                     }
-                    if b == b'\'' || b == b'"' {
-                        quote = Some(b);
-                        blank_ok = true;
-                        continue;
-                    }
-                }
-                Some(q) => {
-                    // Inside quotes only ASCII bytes matter, and no multi-byte
-                    // character holds one.
-                    self.pos += 1;
-                    if b == q {
-                        quote = None;
-                        continue;
-                    }
-                    if q == b'\'' {
-                        continue;
+                    if b == b'"' && Some(c) == escape {
+                        match pos < len {
+                            true => pos += self.char_at(pos).0,
+                            false => {
+                                end = pos - 1;
+                                break 'word;
+                            }
+                        }
                     }
                 }
             }
             if Some(b) == escape {
-                if self.pos < len {
-                    self.pos += self.char_at(self.pos).0;
-                } else {
-                    end = i;
-                    quote = None;
+                match pos < len {
+                    true => pos += self.char_at(pos).0,
+                    false => end = i,
                 }
             }
         }
+        self.pos = pos;
         (blank_ok || end > start).then_some((start, end))
     }
+}
+
+/// The offset of the first `byte` (ASCII) in `s`, found with a plain loop: the words
+/// searched are short, and a general search spends more on setting up than on searching.
+pub(crate) fn find_byte(s: &str, byte: u8) -> Option<usize> {
+    s.bytes().position(|b| b == byte)
 }
 
 /// BuildKit's `parseNameVal` for ENV and LABEL: `(key, value, separator)` triples.
@@ -747,7 +755,7 @@ fn name_values(
     let Some(&(first_start, first_end)) = words.peek() else {
         return Ok(());
     };
-    if !rest[first_start..first_end].contains('=') {
+    if find_byte(&rest[first_start..first_end], b'=').is_none() {
         let Some(split) = rest.find(is_split_space) else {
             return Err(ErrorKind::LegacyPairWithoutValue { instruction });
         };
@@ -761,7 +769,7 @@ fn name_values(
     }
     for (start, end) in words {
         let word = &rest[start..end];
-        let Some(eq) = word.find('=') else {
+        let Some(eq) = find_byte(word, b'=') else {
             return Err(ErrorKind::MissingEquals {
                 word: word.to_owned(),
             });

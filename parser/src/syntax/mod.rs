@@ -144,36 +144,81 @@ impl Keyword {
         (Keyword::Shell, "SHELL"),
     ];
 
-    /// The instruction `word` names, ASCII letters in any case: the word is uppercased
-    /// into a small buffer and matched in one go.
-    pub(crate) fn of(word: &str) -> Keyword {
-        let word = word.as_bytes();
-        let mut upper = [0u8; 11];
-        let Some(upper) = upper.get_mut(..word.len()) else {
-            return Keyword::Unknown;
-        };
-        for (u, b) in upper.iter_mut().zip(word) {
-            *u = b.to_ascii_uppercase();
+    /// The instruction `word` names, ASCII letters in any case.
+    #[cfg(test)]
+    fn of(word: &str) -> Keyword {
+        Keyword::of_prefix(word, word.len())
+    }
+
+    /// The instruction named by the first `len` bytes of `text`, ASCII letters in any
+    /// case. Every keyword is made of letters, which differ from their lowercase forms
+    /// in bit 5 only, so a byte matches a keyword's (uppercase) letter exactly when it
+    /// does with that bit cleared: the word is read into one integer (in one load when
+    /// `text` is long enough), bit 5 of each byte cleared and its length put in the
+    /// last byte, and matched in one go.
+    pub(crate) fn of_prefix(text: &str, len: usize) -> Keyword {
+        const fn pack(word: &[u8]) -> u128 {
+            let mut packed = [0u8; 16];
+            let mut i = 0;
+            while i < word.len() {
+                packed[i] = word[i] & !0x20;
+                i += 1;
+            }
+            packed[15] = word.len() as u8;
+            u128::from_le_bytes(packed)
         }
-        match &*upper {
-            b"FROM" => Keyword::From,
-            b"RUN" => Keyword::Run,
-            b"CMD" => Keyword::Cmd,
-            b"LABEL" => Keyword::Label,
-            b"MAINTAINER" => Keyword::Maintainer,
-            b"EXPOSE" => Keyword::Expose,
-            b"ENV" => Keyword::Env,
-            b"ADD" => Keyword::Add,
-            b"COPY" => Keyword::Copy,
-            b"ENTRYPOINT" => Keyword::Entrypoint,
-            b"VOLUME" => Keyword::Volume,
-            b"USER" => Keyword::User,
-            b"WORKDIR" => Keyword::Workdir,
-            b"ARG" => Keyword::Arg,
-            b"ONBUILD" => Keyword::Onbuild,
-            b"STOPSIGNAL" => Keyword::Stopsignal,
-            b"HEALTHCHECK" => Keyword::Healthcheck,
-            b"SHELL" => Keyword::Shell,
+        const FROM: u128 = pack(b"FROM");
+        const RUN: u128 = pack(b"RUN");
+        const CMD: u128 = pack(b"CMD");
+        const LABEL: u128 = pack(b"LABEL");
+        const MAINTAINER: u128 = pack(b"MAINTAINER");
+        const EXPOSE: u128 = pack(b"EXPOSE");
+        const ENV: u128 = pack(b"ENV");
+        const ADD: u128 = pack(b"ADD");
+        const COPY: u128 = pack(b"COPY");
+        const ENTRYPOINT: u128 = pack(b"ENTRYPOINT");
+        const VOLUME: u128 = pack(b"VOLUME");
+        const USER: u128 = pack(b"USER");
+        const WORKDIR: u128 = pack(b"WORKDIR");
+        const ARG: u128 = pack(b"ARG");
+        const ONBUILD: u128 = pack(b"ONBUILD");
+        const STOPSIGNAL: u128 = pack(b"STOPSIGNAL");
+        const HEALTHCHECK: u128 = pack(b"HEALTHCHECK");
+        const SHELL: u128 = pack(b"SHELL");
+        /// Bit 5 cleared in the bytes a keyword can take.
+        const LETTERS: u128 = u128::from_le_bytes([!0x20; 16]) >> 40;
+        let bytes = text.as_bytes();
+        if len > 11 || len > bytes.len() {
+            return Keyword::Unknown;
+        }
+        let word = match bytes.first_chunk::<16>() {
+            Some(&chunk) => u128::from_le_bytes(chunk),
+            None => {
+                let mut chunk = [0u8; 16];
+                chunk[..len].copy_from_slice(&bytes[..len]);
+                u128::from_le_bytes(chunk)
+            }
+        };
+        let packed = word & ((1u128 << (len * 8)) - 1) & LETTERS | (len as u128) << 120;
+        match packed {
+            FROM => Keyword::From,
+            RUN => Keyword::Run,
+            CMD => Keyword::Cmd,
+            LABEL => Keyword::Label,
+            MAINTAINER => Keyword::Maintainer,
+            EXPOSE => Keyword::Expose,
+            ENV => Keyword::Env,
+            ADD => Keyword::Add,
+            COPY => Keyword::Copy,
+            ENTRYPOINT => Keyword::Entrypoint,
+            VOLUME => Keyword::Volume,
+            USER => Keyword::User,
+            WORKDIR => Keyword::Workdir,
+            ARG => Keyword::Arg,
+            ONBUILD => Keyword::Onbuild,
+            STOPSIGNAL => Keyword::Stopsignal,
+            HEALTHCHECK => Keyword::Healthcheck,
+            SHELL => Keyword::Shell,
             _ => Keyword::Unknown,
         }
     }
