@@ -177,6 +177,7 @@ impl Logical {
 
     /// Where text range `start..end` is in the source, when it is there in one piece
     /// (it lies within one physical line).
+    #[inline]
     fn in_source(&self, start: usize, end: usize) -> Option<usize> {
         if self.more.is_empty() {
             return Some(self.first.source + start);
@@ -251,6 +252,7 @@ impl<'r, 'src> LineText<'r, 'src> {
 
     /// Bytes `start..end` of the logical line, borrowed from the source when they are
     /// in it in one piece.
+    #[inline]
     pub(crate) fn slice(&self, start: usize, end: usize) -> Cow<'src, str> {
         match self.logical.in_source(start, end) {
             Some(at) => Cow::Borrowed(&self.src[at..at + (end - start)]),
@@ -259,12 +261,14 @@ impl<'r, 'src> LineText<'r, 'src> {
     }
 
     /// The whole logical line.
+    #[inline]
     pub(crate) fn whole(&self) -> Cow<'src, str> {
         self.slice(0, self.line.len())
     }
 
     /// The text for the AST: borrowed from the source when it is written there as is,
     /// moved out of `text` when it is owned already.
+    #[inline]
     pub(crate) fn cow(&self, text: &mut Text) -> Cow<'src, str> {
         match text {
             Text::Slice(start, end) => self.slice(*start, *end),
@@ -440,11 +444,6 @@ pub(crate) fn trim_end(s: &str) -> &str {
     }
 }
 
-/// `s` without whitespace at either end.
-fn trim(s: &str) -> &str {
-    trim_end(trim_start(s))
-}
-
 /// The whitespace BuildKit splits on (`[\t\v\f\r ]`).
 fn is_split_space(c: char) -> bool {
     matches!(c, '\t' | '\u{b}' | '\u{c}' | '\r' | ' ')
@@ -472,8 +471,9 @@ pub(crate) fn node_from_line(
     base: usize,
     node: &mut RawNode,
 ) -> Result<(), ParseError> {
-    let lead = line.len() - trim_start(line).len();
-    let trimmed = trim(line);
+    let from_keyword = trim_start(line);
+    let lead = line.len() - from_keyword.len();
+    let trimmed = trim_end(from_keyword);
     let start = base + lead;
     let cmd_len = class::find(trimmed.as_bytes(), 0, class::SPLIT);
     let keyword_span = ctx.span(start, start + cmd_len);
@@ -483,8 +483,9 @@ pub(crate) fn node_from_line(
     node.flags.clear();
     let rest_offset = extract_flags(ctx, after_cmd, rest_base, &mut node.flags);
     let raw_rest = &after_cmd[rest_offset..];
-    let rest = trim(raw_rest);
-    let rest_base = rest_base + rest_offset + (raw_rest.len() - trim_start(raw_rest).len());
+    let rest = trim_start(raw_rest);
+    let rest_base = rest_base + rest_offset + (raw_rest.len() - rest.len());
+    let rest = trim_end(rest);
     let error = |kind| ParseError::new(kind, keyword_span);
 
     let kind = Keyword::of_prefix(&line[lead..], cmd_len);
@@ -497,9 +498,12 @@ pub(crate) fn node_from_line(
     }
     node.json = false;
     node.heredocs.clear();
-    node.span = ctx
-        .logical
-        .extend(keyword_span, start, base + trim_end(line).len());
+    // The end of the line's text: `base + trim_end(line).len()`.
+    let text_end = match trimmed.is_empty() {
+        true => base,
+        false => start + trimmed.len(),
+    };
+    node.span = ctx.logical.extend(keyword_span, start, text_end);
     node.keyword_span = keyword_span;
     let args = &mut node.args;
     match kind {

@@ -153,38 +153,10 @@ impl Keyword {
     /// The instruction named by the first `len` bytes of `text`, ASCII letters in any
     /// case. Every keyword is made of letters, which differ from their lowercase forms
     /// in bit 5 only, so a byte matches a keyword's (uppercase) letter exactly when it
-    /// does with that bit cleared: the word is read into one integer (in one load when
+    /// does with that bit cleared: the word is read into two integers (in one load when
     /// `text` is long enough), bit 5 of each byte cleared and its length put in the
-    /// last byte, and matched in one go.
+    /// last byte, and looked up in a table without collisions among the keywords.
     pub(crate) fn of_prefix(text: &str, len: usize) -> Keyword {
-        const fn pack(word: &[u8]) -> u128 {
-            let mut packed = [0u8; 16];
-            let mut i = 0;
-            while i < word.len() {
-                packed[i] = word[i] & !0x20;
-                i += 1;
-            }
-            packed[15] = word.len() as u8;
-            u128::from_le_bytes(packed)
-        }
-        const FROM: u128 = pack(b"FROM");
-        const RUN: u128 = pack(b"RUN");
-        const CMD: u128 = pack(b"CMD");
-        const LABEL: u128 = pack(b"LABEL");
-        const MAINTAINER: u128 = pack(b"MAINTAINER");
-        const EXPOSE: u128 = pack(b"EXPOSE");
-        const ENV: u128 = pack(b"ENV");
-        const ADD: u128 = pack(b"ADD");
-        const COPY: u128 = pack(b"COPY");
-        const ENTRYPOINT: u128 = pack(b"ENTRYPOINT");
-        const VOLUME: u128 = pack(b"VOLUME");
-        const USER: u128 = pack(b"USER");
-        const WORKDIR: u128 = pack(b"WORKDIR");
-        const ARG: u128 = pack(b"ARG");
-        const ONBUILD: u128 = pack(b"ONBUILD");
-        const STOPSIGNAL: u128 = pack(b"STOPSIGNAL");
-        const HEALTHCHECK: u128 = pack(b"HEALTHCHECK");
-        const SHELL: u128 = pack(b"SHELL");
         /// Bit 5 cleared in the bytes a keyword can take.
         const LETTERS: u128 = u128::from_le_bytes([!0x20; 16]) >> 40;
         let bytes = text.as_bytes();
@@ -200,26 +172,10 @@ impl Keyword {
             }
         };
         let packed = word & ((1u128 << (len * 8)) - 1) & LETTERS | (len as u128) << 120;
-        match packed {
-            FROM => Keyword::From,
-            RUN => Keyword::Run,
-            CMD => Keyword::Cmd,
-            LABEL => Keyword::Label,
-            MAINTAINER => Keyword::Maintainer,
-            EXPOSE => Keyword::Expose,
-            ENV => Keyword::Env,
-            ADD => Keyword::Add,
-            COPY => Keyword::Copy,
-            ENTRYPOINT => Keyword::Entrypoint,
-            VOLUME => Keyword::Volume,
-            USER => Keyword::User,
-            WORKDIR => Keyword::Workdir,
-            ARG => Keyword::Arg,
-            ONBUILD => Keyword::Onbuild,
-            STOPSIGNAL => Keyword::Stopsignal,
-            HEALTHCHECK => Keyword::Healthcheck,
-            SHELL => Keyword::Shell,
-            _ => Keyword::Unknown,
+        let (name, keyword) = KEYWORD_TABLE[keyword_slot(packed)];
+        match name == packed {
+            true => keyword,
+            false => Keyword::Unknown,
         }
     }
 
@@ -231,6 +187,41 @@ impl Keyword {
             .map(|&(_, name)| name)
     }
 }
+
+/// `word` as [`Keyword::of_prefix`] packs it: bit 5 of each byte cleared, the length
+/// in the last byte.
+const fn pack_keyword(word: &[u8]) -> u128 {
+    let mut packed = [0u8; 16];
+    let mut i = 0;
+    while i < word.len() {
+        packed[i] = word[i] & !0x20;
+        i += 1;
+    }
+    packed[15] = word.len() as u8;
+    u128::from_le_bytes(packed)
+}
+
+/// The slot of a packed word in [`KEYWORD_TABLE`]: a multiplicative hash, its
+/// multiplier found by trying random ones until no two keywords shared a slot.
+const fn keyword_slot(packed: u128) -> usize {
+    let folded = (packed as u64) ^ ((packed >> 64) as u64);
+    (folded.wrapping_mul(0x5b4b1b75321c5297) >> 59) as usize
+}
+
+/// Every keyword, packed, in its slot (the others hold a word no keyword packs to).
+const KEYWORD_TABLE: [(u128, Keyword); 32] = {
+    let mut table = [(0, Keyword::Unknown); 32];
+    let mut i = 0;
+    while i < Keyword::ALL.len() {
+        let (keyword, name) = Keyword::ALL[i];
+        let packed = pack_keyword(name.as_bytes());
+        let slot = keyword_slot(packed);
+        assert!(table[slot].0 == 0, "two keywords share a slot");
+        table[slot] = (packed, keyword);
+        i += 1;
+    }
+    table
+};
 
 /// `keyword` as a node keeps it: a shared constant for the usual spellings.
 fn keyword_of(keyword: &str, kind: Keyword) -> Cow<'static, str> {
@@ -369,6 +360,27 @@ fn extend(span: Span, end: usize, last: &PhysLine<'_>) -> Span {
 /// continues the line, unless the escape character is itself escaped. Returns the kept
 /// text and whether the line ends the instruction.
 fn trim_continuation(line: &str, escape: char) -> (&str, bool) {
+    let Some(escape) = u8::try_from(escape).ok().filter(u8::is_ascii) else {
+        return trim_continuation_char(line, escape);
+    };
+    let bytes = line.as_bytes();
+    let mut end = bytes.len();
+    while end > 0 && matches!(bytes[end - 1], b' ' | b'\t') {
+        end -= 1;
+    }
+    match (
+        end.checked_sub(1).map(|i| bytes[i]),
+        end.checked_sub(2).map(|i| bytes[i]),
+    ) {
+        (Some(last), before) if last == escape && before != Some(escape) => {
+            (&line[..end - 1], false)
+        }
+        _ => (line, true),
+    }
+}
+
+/// [`trim_continuation`] for an escape character that is not ASCII.
+fn trim_continuation_char(line: &str, escape: char) -> (&str, bool) {
     let body = line.trim_end_matches([' ', '\t']);
     let Some(before) = body.strip_suffix(escape) else {
         return (line, true);
@@ -704,6 +716,22 @@ mod tests {
         assert_eq!(flags[1].text, "--mount=type=cache,target=/c");
         assert_eq!((flags[1].span.line, flags[1].span.column), (3, 5));
         assert_eq!(&src[flags[1].span.range()], "--mount=type=cache,target=/c");
+    }
+
+    #[test]
+    fn continuations_trimmed_as_by_characters() {
+        for line in [
+            "", "\\", "a \\", "a \\ \t", "a \\\\", "a\\\\ ", "`", "a `", "a ``", "\\`", "é", "aé",
+            "a é\t", "aéé", " \t", "x\\\t\\ ",
+        ] {
+            for escape in ['\\', '`', 'é'] {
+                assert_eq!(
+                    trim_continuation(line, escape),
+                    trim_continuation_char(line, escape),
+                    "{line:?} {escape:?}"
+                );
+            }
+        }
     }
 
     #[test]
