@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use crate::shell::Lex;
-use crate::syntax::line::Text;
+use crate::syntax::line::{Text, class};
 
 /// A heredoc marker found in a word.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,10 +95,26 @@ fn plain_name(rest: &str) -> Option<(usize, usize, bool)> {
 /// with quotes and escapes kept, so a quoted `"<<EOF"` is no marker; a line whose
 /// quotes do not balance has none.
 pub(crate) fn markers(line: &str) -> Markers<'_> {
-    if !line.bytes().any(|b| b == b'\\' || b == b'$') {
-        return Markers::Raw(raw_words(line));
+    // One pass over the quotes, escapes and `$`s of the line: any escape or `$` calls
+    // for the lexer; else the words are cut here, if the quotes balance. Quotes are
+    // ASCII, and no byte of a multi-byte character is one.
+    let bytes = line.as_bytes();
+    let mut quote = None;
+    let mut at = 0;
+    loop {
+        at = class::find(bytes, at, class::QUOTE | class::BACKSLASH | class::DOLLAR);
+        let Some(&b) = bytes.get(at) else {
+            break;
+        };
+        at += 1;
+        match quote {
+            _ if b == b'\\' || b == b'$' => return Markers::Lexed(lexed_markers(line).into_iter()),
+            Some(q) if b == q => quote = None,
+            Some(_) => {}
+            None => quote = Some(b),
+        }
     }
-    Markers::Lexed(lexed_markers(line).into_iter())
+    Markers::Raw(quote.is_none().then_some(RawWords { line, pos: 0 }))
 }
 
 /// The heredoc markers of a line, read as the line's words are cut.
@@ -147,27 +163,9 @@ fn lexed_markers(line: &str) -> Vec<Marker> {
 }
 
 /// The words of a line without escapes or `$`, quotes kept, as the lexer in raw mode
-/// cuts them (at whitespace outside quotes), with their offsets. `None` when a quote is
-/// not closed.
-fn raw_words(line: &str) -> Option<RawWords<'_>> {
-    // Quotes are ASCII, and no byte of a multi-byte character is one.
-    let mut quote = None;
-    for b in line.bytes() {
-        match quote {
-            Some(q) if b == q => quote = None,
-            Some(_) => {}
-            None if b == b'\'' || b == b'"' => quote = Some(b),
-            None => {}
-        }
-    }
-    if quote.is_some() {
-        return None;
-    }
-    Some(RawWords { line, pos: 0 })
-}
-
-/// The iterator of [`raw_words`]: ASCII bytes are tested as they are, other characters
-/// decoded only to ask whether they are whitespace.
+/// cuts them (at whitespace outside quotes), with their offsets; made by [`markers`]
+/// once it knows the quotes balance. ASCII bytes are tested as they are, other
+/// characters decoded only to ask whether they are whitespace.
 pub(crate) struct RawWords<'a> {
     line: &'a str,
     pos: usize,
@@ -179,9 +177,15 @@ impl<'a> Iterator for RawWords<'a> {
     fn next(&mut self) -> Option<(usize, &'a str)> {
         let line = self.line;
         let bytes = line.as_bytes();
-        let mut quote = None;
         let mut start = None;
-        while let Some(&b) = bytes.get(self.pos) {
+        loop {
+            if start.is_some() {
+                // Within a word, skip what neither ends it nor opens a quote.
+                self.pos = class::find(bytes, self.pos, class::SPACE | class::QUOTE | class::HIGH);
+            }
+            let Some(&b) = bytes.get(self.pos) else {
+                break;
+            };
             let i = self.pos;
             let space = match b {
                 0x80.. => {
@@ -194,20 +198,20 @@ impl<'a> Iterator for RawWords<'a> {
                     matches!(b, b'\t'..=b'\r' | b' ')
                 }
             };
-            match quote {
-                Some(q) if b == q => quote = None,
-                Some(_) => {}
-                None if space => {
-                    if let Some(s) = start {
-                        return Some((s, &line[s..i]));
-                    }
+            if space {
+                if let Some(s) = start {
+                    return Some((s, &line[s..i]));
                 }
-                None => {
-                    start.get_or_insert(i);
-                    if b == b'\'' || b == b'"' {
-                        quote = Some(b);
-                    }
-                }
+                continue;
+            }
+            start.get_or_insert(i);
+            if b == b'\'' || b == b'"' {
+                // Up to the closing quote (or the end): no byte of a multi-byte
+                // character is one.
+                self.pos = bytes[self.pos..]
+                    .iter()
+                    .position(|&c| c == b)
+                    .map_or(bytes.len(), |at| self.pos + at + 1);
             }
         }
         start.map(|s| (s, &line[s..]))
@@ -298,6 +302,8 @@ mod tests {
             "RUN \"\" '' <<\"\" <<''",
             "RUN echo \"<<EOF",
             "RUN echo '<<EOF\"' <<X",
+            "RUN \"<<A\" 'b <<C",
+            "COPY <<A\u{e9}\u{a0}<<B 'x\u{e9}' \"<<y\" /d",
         ] {
             assert_eq!(markers(line), lexed_markers(line), "{line}");
         }

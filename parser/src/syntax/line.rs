@@ -298,19 +298,21 @@ impl LineContext<'_, '_> {
 
 /// Classes of bytes, looked up in one table by the loops that look at every byte of a
 /// line instead of testing each byte against a chain of ranges.
-mod class {
+pub(crate) mod class {
     /// ASCII whitespace as `char::is_whitespace` has it (`\t`..=`\r`, space).
-    pub(super) const SPACE: u8 = 1;
+    pub(crate) const SPACE: u8 = 1;
     /// `'` or `"`.
-    pub(super) const QUOTE: u8 = 2;
+    pub(crate) const QUOTE: u8 = 2;
     /// `\`.
-    pub(super) const BACKSLASH: u8 = 4;
+    pub(crate) const BACKSLASH: u8 = 4;
     /// Part of a multi-byte character.
-    pub(super) const HIGH: u8 = 8;
+    pub(crate) const HIGH: u8 = 8;
     /// The whitespace BuildKit splits words at (`[\t\v\f\r ]`).
-    pub(super) const SPLIT: u8 = 16;
+    pub(crate) const SPLIT: u8 = 16;
     /// `` ` ``, the other escape character.
-    pub(super) const BACKTICK: u8 = 32;
+    pub(crate) const BACKTICK: u8 = 32;
+    /// `$`.
+    pub(crate) const DOLLAR: u8 = 64;
 
     /// The classes of every byte.
     static CLASSES: [u8; 256] = {
@@ -323,6 +325,7 @@ mod class {
                 b'\'' | b'"' => QUOTE,
                 b'\\' => BACKSLASH,
                 b'`' => BACKTICK,
+                b'$' => DOLLAR,
                 0x80.. => HIGH,
                 _ => 0,
             };
@@ -333,12 +336,12 @@ mod class {
 
     /// Whether `b` is in one of the classes `mask`.
     #[inline]
-    pub(super) fn is(b: u8, mask: u8) -> bool {
+    pub(crate) fn is(b: u8, mask: u8) -> bool {
         CLASSES[usize::from(b)] & mask != 0
     }
 
     /// The class of the escape character `escape`, when it has one of its own.
-    pub(super) fn of_escape(escape: u8) -> Option<u8> {
+    pub(crate) fn of_escape(escape: u8) -> Option<u8> {
         match escape {
             b'\\' => Some(BACKSLASH),
             b'`' => Some(BACKTICK),
@@ -383,6 +386,9 @@ mod class {
         if mask & BACKTICK != 0 {
             found |= equal(word, b'`');
         }
+        if mask & DOLLAR != 0 {
+            found |= equal(word, b'$');
+        }
         if mask & HIGH != 0 {
             found |= word & HIGHS;
         }
@@ -394,7 +400,7 @@ mod class {
     /// be in them, and only those looked up: the loops over the bytes of a line spend
     /// more on their ends (a branch mispredicted) than on their bytes otherwise.
     #[inline]
-    pub(super) fn find(bytes: &[u8], from: usize, mask: u8) -> usize {
+    pub(crate) fn find(bytes: &[u8], from: usize, mask: u8) -> usize {
         let mut at = from;
         while let Some(chunk) = bytes.get(at..).and_then(|b| b.first_chunk::<8>()) {
             let found = candidates(u64::from_le_bytes(*chunk), mask);
