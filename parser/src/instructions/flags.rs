@@ -258,6 +258,11 @@ impl<'r, 'src> Flags<'r, 'src> {
             .map(|g| self.text_of(g))
     }
 
+    /// How many times `name` is given.
+    pub(crate) fn count(&self, name: Name) -> usize {
+        self.named(name).count()
+    }
+
     /// A boolean flag: `None` when not given.
     pub(crate) fn bool(&self, name: Name) -> Option<bool> {
         self.value(name).map(|(v, _)| v == "true")

@@ -28,7 +28,7 @@ use serde::Serialize;
 
 use crate::error::{ErrorKind, ParseError};
 use crate::span::Span;
-use crate::syntax::line::{LineText, RawHeredoc, RawNode, Text};
+use crate::syntax::line::{LineText, RawHeredoc, RawNode, Text, find_byte};
 use crate::syntax::{self, CheckConfig, Directive, Keyword, NodeReader, Read};
 use chmod::Chmod;
 use flags::{Flags, Given, Kind, Name};
@@ -632,18 +632,19 @@ fn run<'src>(
             (Name::Security, Kind::Value),
         ],
     )?;
-    let mounts = flags
-        .list(Name::Mount)
-        .map(|(spec, written, span)| {
-            let located = |e: mount::MountError| ParseError::new(e.into(), span);
-            if written.contains('$') {
+    let mut mounts = Vec::with_capacity(flags.count(Name::Mount));
+    for (spec, written, span) in flags.list(Name::Mount) {
+        let located = |e: mount::MountError| ParseError::new(e.into(), span);
+        mounts.push(match find_byte(written, b'$') {
+            Some(_) => {
                 mount::check_unexpanded(written).map_err(located)?;
-                Ok(Expandable::Deferred(spec))
-            } else {
-                parse_mount(spec).map(Expandable::Literal).map_err(located)
+                Expandable::Deferred(spec)
             }
-        })
-        .collect::<Result<_, ParseError>>()?;
+            None => parse_mount(spec)
+                .map(Expandable::Literal)
+                .map_err(located)?,
+        });
+    }
     let network = match flags.value(Name::Network) {
         None | Some(("default", _)) => NetworkMode::Default,
         Some(("none", _)) => NetworkMode::None,

@@ -258,7 +258,7 @@ enum Fields<'a> {
 
 impl<'a> Fields<'a> {
     fn of(input: &'a str) -> Result<Fields<'a>, MountError> {
-        if input.is_empty() || input.bytes().any(|b| b == b'"') {
+        if input.is_empty() || find_byte(input, b'"').is_some() {
             return Ok(Fields::Quoted(csv_fields(input)?.into_iter()));
         }
         Ok(Fields::Plain(Some(input)))
