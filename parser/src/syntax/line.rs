@@ -201,6 +201,15 @@ impl Logical {
 
     /// The source span of text range `start..end`.
     pub(crate) fn span(&self, columns: &Columns<'_>, start: usize, end: usize) -> Span {
+        if self.more.is_empty() {
+            // One piece: the range is in the source as it is.
+            let line = self.first.line;
+            let (s, e) = (
+                self.first.source + start,
+                self.first.source + end.max(start),
+            );
+            return Span::new(line.number, columns.column(line, s), line.number, s, e);
+        }
         let first = self.piece(start);
         let s = first.source + (start - first.at);
         let span = Span::new(
@@ -363,7 +372,7 @@ pub(crate) mod class {
     /// The high bits of the ASCII bytes of `word` below `bound` (at most 0x80), the
     /// lowest exact as in [`equal`].
     #[inline]
-    fn below(word: u64, bound: u8) -> u64 {
+    pub(crate) fn below(word: u64, bound: u8) -> u64 {
         word.wrapping_sub(ONES * u64::from(bound)) & !word & HIGHS
     }
 
@@ -676,10 +685,7 @@ fn plain_json_strings(rest: &str, base: usize, out: &mut Vec<Text>) -> bool {
             return false;
         }
         let start = i + 1;
-        let Some(len) = bytes[start..]
-            .iter()
-            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-        else {
+        let Some(len) = string_end(&bytes[start..]) else {
             return false;
         };
         if bytes[start + len] != b'"' {
@@ -693,6 +699,24 @@ fn plain_json_strings(rest: &str, base: usize, out: &mut Vec<Text>) -> bool {
             _ => return false,
         }
     }
+}
+
+/// The offset of the first `"`, `\` or control character in `bytes`, eight bytes at a
+/// time.
+fn string_end(bytes: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    while let Some(chunk) = bytes.get(at..).and_then(|b| b.first_chunk::<8>()) {
+        let word = u64::from_le_bytes(*chunk);
+        let found = class::equal(word, b'"') | class::equal(word, b'\\') | class::below(word, 0x20);
+        if found != 0 {
+            return Some(at + found.trailing_zeros() as usize / 8);
+        }
+        at += 8;
+    }
+    bytes[at..]
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .map(|i| at + i)
 }
 
 /// BuildKit's `parseMaybeJSON`: a JSON array of strings, or the whole rest as one word.
@@ -950,6 +974,10 @@ mod tests {
                 })
                 .collect();
             let bytes = text.as_bytes();
+            let naive = bytes
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || b < 0x20);
+            assert_eq!(string_end(bytes), naive, "{text:?}");
             for byte in [b'"', b'\\', b' ', b'`', 0xa9] {
                 let naive = bytes.iter().position(|&b| b == byte);
                 assert_eq!(find_byte(&text, byte), naive, "{text:?} {byte}");
