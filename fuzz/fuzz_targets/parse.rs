@@ -12,6 +12,6 @@ fuzz_target!(|data: &[u8]| {
         let _ = tree.dump();
     }
     if let Err(err) = kiln_parser::parse(text) {
-        assert!(err.span.end <= text.len());
+        assert!(err.span.range().end <= text.len());
     }
 });

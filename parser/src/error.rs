@@ -43,6 +43,12 @@ pub enum ErrorKind {
     /// Nothing but comments, blank lines and directives.
     #[error("file with no instructions")]
     NoInstructions,
+    /// A Dockerfile of 4 GiB or more, whose offsets would not fit a [`Span`].
+    #[error("dockerfile larger than the maximum of {max} bytes")]
+    TooLarge {
+        /// The largest accepted text, in bytes.
+        max: usize,
+    },
     /// A physical line longer than BuildKit's scanner accepts.
     #[error("dockerfile line greater than max allowed size of {max}")]
     LineTooLong {

@@ -36,7 +36,7 @@ pub mod syntax;
 
 pub use error::{ErrorKind, ParseError};
 pub use instructions::{Command, Dockerfile, Instruction, Stage};
-pub use span::Span;
+pub use span::{MAX_TEXT_LEN, Span};
 
 /// Parses a Dockerfile. The result borrows its text from `text` (see [`Dockerfile`]);
 /// [`Dockerfile::into_owned`] detaches it.

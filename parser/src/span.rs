@@ -10,35 +10,67 @@ use std::cell::Cell;
 use serde::Serialize;
 
 /// A range of the Dockerfile text.
+///
+/// Its numbers are `u32`, which keeps the AST small (an instruction carries one); the
+/// parser refuses text of 4 GiB or more ([`crate::ErrorKind::TooLarge`]), so that every
+/// offset, line and column fits.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct Span {
     /// 1-based line of the first byte.
-    pub line: usize,
+    pub line: u32,
     /// 1-based column (in characters) of the first byte.
-    pub column: usize,
+    pub column: u32,
     /// 1-based line of the last byte (equal to `line` for one-line spans).
-    pub end_line: usize,
+    pub end_line: u32,
     /// Byte offset of the first byte.
-    pub start: usize,
+    pub start: u32,
     /// Byte offset one past the last byte.
-    pub end: usize,
+    pub end: u32,
 }
 
+/// The largest Dockerfile the parser takes, in bytes: every offset of a [`Span`] fits
+/// in a `u32`.
+pub const MAX_TEXT_LEN: usize = u32::MAX as usize;
+
 impl Span {
+    /// The span of bytes `start..end`, from line `line` (column `column`) to line
+    /// `end_line`. The parser checks the text's length first, so the numbers fit.
+    pub(crate) fn new(
+        line: usize,
+        column: usize,
+        end_line: usize,
+        start: usize,
+        end: usize,
+    ) -> Span {
+        debug_assert!(end <= MAX_TEXT_LEN && end_line <= MAX_TEXT_LEN);
+        Span {
+            line: line as u32,
+            column: column as u32,
+            end_line: end_line as u32,
+            start: start as u32,
+            end: end as u32,
+        }
+    }
+
     /// The number of bytes covered.
     pub fn len(&self) -> usize {
-        self.end - self.start
+        (self.end - self.start) as usize
     }
 
     /// Whether the span covers no byte (a position).
     pub fn is_empty(&self) -> bool {
         self.end == self.start
     }
+
+    /// Byte offsets `start..end`, to index the text with.
+    pub fn range(&self) -> std::ops::Range<usize> {
+        self.start as usize..self.end as usize
+    }
 }
 
 impl From<Span> for miette::SourceSpan {
     fn from(span: Span) -> miette::SourceSpan {
-        (span.start, span.len()).into()
+        (span.start as usize, span.len()).into()
     }
 }
 
@@ -89,13 +121,13 @@ impl<'a> Columns<'a> {
 
     /// The span of bytes `start..end`, both on the line `line`.
     pub(crate) fn on_line(&self, line: LineStart, start: usize, end: usize) -> Span {
-        Span {
-            line: line.number,
-            column: self.column(line, start),
-            end_line: line.number,
+        Span::new(
+            line.number,
+            self.column(line, start),
+            line.number,
             start,
             end,
-        }
+        )
     }
 }
 

@@ -17,6 +17,81 @@ pub(crate) enum Kind {
     List,
 }
 
+/// The flags any instruction declares. A flag word's name is matched once, against
+/// them all, and what the typed layer asks for is then compared as a small integer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Name {
+    Platform,
+    Mount,
+    Network,
+    Security,
+    Exclude,
+    Parents,
+    Chown,
+    From,
+    Chmod,
+    Link,
+    KeepGitDir,
+    Checksum,
+    Unpack,
+    Interval,
+    Timeout,
+    StartPeriod,
+    StartInterval,
+    Retries,
+}
+
+impl Name {
+    /// The flag named `name` (dashes removed), if any instruction declares it.
+    fn of(name: &str) -> Option<Name> {
+        Some(match name {
+            "platform" => Name::Platform,
+            "mount" => Name::Mount,
+            "network" => Name::Network,
+            "security" => Name::Security,
+            "exclude" => Name::Exclude,
+            "parents" => Name::Parents,
+            "chown" => Name::Chown,
+            "from" => Name::From,
+            "chmod" => Name::Chmod,
+            "link" => Name::Link,
+            "keep-git-dir" => Name::KeepGitDir,
+            "checksum" => Name::Checksum,
+            "unpack" => Name::Unpack,
+            "interval" => Name::Interval,
+            "timeout" => Name::Timeout,
+            "start-period" => Name::StartPeriod,
+            "start-interval" => Name::StartInterval,
+            "retries" => Name::Retries,
+            _ => return None,
+        })
+    }
+
+    /// The name as written, without dashes.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Name::Platform => "platform",
+            Name::Mount => "mount",
+            Name::Network => "network",
+            Name::Security => "security",
+            Name::Exclude => "exclude",
+            Name::Parents => "parents",
+            Name::Chown => "chown",
+            Name::From => "from",
+            Name::Chmod => "chmod",
+            Name::Link => "link",
+            Name::KeepGitDir => "keep-git-dir",
+            Name::Checksum => "checksum",
+            Name::Unpack => "unpack",
+            Name::Interval => "interval",
+            Name::Timeout => "timeout",
+            Name::StartPeriod => "start-period",
+            Name::StartInterval => "start-interval",
+            Name::Retries => "retries",
+        }
+    }
+}
+
 /// A flag given on the instruction, once checked: which declared flag it is, and its
 /// value. The typed layer keeps these in a vector of the raw node, reused from one
 /// instruction to the next.
@@ -40,7 +115,7 @@ enum Value {
 
 /// The flags of one instruction, validated against its declaration.
 pub(crate) struct Flags<'r, 'src> {
-    declared: &'r [(&'static str, Kind)],
+    declared: &'r [(Name, Kind)],
     flags: &'r [RawFlag],
     given: &'r [Given],
     text: LineText<'r, 'src>,
@@ -82,20 +157,23 @@ impl<'r, 'src> Flags<'r, 'src> {
         flags: &'r [RawFlag],
         given: &'r mut Vec<Given>,
         text: LineText<'r, 'src>,
-        declared: &'r [(&'static str, Kind)],
+        declared: &'r [(Name, Kind)],
     ) -> Result<Flags<'r, 'src>, ParseError> {
         given.clear();
         for (index, flag) in flags.iter().enumerate() {
             let err = |kind| ParseError::new(kind, flag.span);
             let word = text.get(&flag.text);
             let (name, value_at) = name_value(word);
-            let Some(at) = declared.iter().position(|(n, _)| *n == name) else {
+            let Some(at) =
+                Name::of(name).and_then(|name| declared.iter().position(|(n, _)| *n == name))
+            else {
                 return Err(err(ErrorKind::UnknownFlag {
                     instruction,
                     flag: name.to_owned(),
                 }));
             };
             let (name, kind) = declared[at];
+            let name = name.as_str();
             if kind != Kind::List && given.iter().any(|g| g.declared == at) {
                 return Err(err(ErrorKind::DuplicateFlag {
                     flag: name.to_owned(),
@@ -140,7 +218,7 @@ impl<'r, 'src> Flags<'r, 'src> {
     }
 
     /// The flags given as `name`, in order.
-    fn named(&self, name: &str) -> impl Iterator<Item = &Given> {
+    fn named(&self, name: Name) -> impl Iterator<Item = &Given> {
         self.given
             .iter()
             .filter(move |g| self.declared[g.declared].0 == name)
@@ -165,7 +243,7 @@ impl<'r, 'src> Flags<'r, 'src> {
     }
 
     /// The value of a single-valued flag, with its span.
-    pub(crate) fn value(&self, name: &str) -> Option<(&'r str, Span)> {
+    pub(crate) fn value(&self, name: Name) -> Option<(&'r str, Span)> {
         self.named(name)
             .next()
             .map(|g| (self.value_of(g), self.flags[g.flag].span))
@@ -173,7 +251,7 @@ impl<'r, 'src> Flags<'r, 'src> {
 
     /// The value of a single-valued flag for the AST; an empty value counts as not
     /// given, as in BuildKit (`--from=` copies from the context).
-    pub(crate) fn string(&self, name: &str) -> Option<Cow<'src, str>> {
+    pub(crate) fn string(&self, name: Name) -> Option<Cow<'src, str>> {
         self.named(name)
             .next()
             .filter(|g| !self.value_of(g).is_empty())
@@ -181,13 +259,13 @@ impl<'r, 'src> Flags<'r, 'src> {
     }
 
     /// A boolean flag: `None` when not given.
-    pub(crate) fn bool(&self, name: &str) -> Option<bool> {
+    pub(crate) fn bool(&self, name: Name) -> Option<bool> {
         self.value(name).map(|(v, _)| v == "true")
     }
 
     /// Every value of a list flag, in order, for the AST, with the value as written
     /// and its span.
-    pub(crate) fn list(&self, name: &str) -> impl Iterator<Item = (Cow<'src, str>, &'r str, Span)> {
+    pub(crate) fn list(&self, name: Name) -> impl Iterator<Item = (Cow<'src, str>, &'r str, Span)> {
         self.named(name)
             .map(|g| (self.text_of(g), self.value_of(g), self.flags[g.flag].span))
     }

@@ -31,7 +31,7 @@ use crate::span::Span;
 use crate::syntax::line::{LineText, RawHeredoc, RawNode, Text};
 use crate::syntax::{self, CheckConfig, Directive, Keyword, NodeReader, Read};
 use chmod::Chmod;
-use flags::{Flags, Given, Kind};
+use flags::{Flags, Given, Kind, Name};
 use mount::Mount;
 
 /// A parsed Dockerfile.
@@ -108,7 +108,7 @@ pub struct Instruction<'a> {
 #[serde(tag = "instruction", content = "args", rename_all = "lowercase")]
 pub enum Command<'a> {
     /// `RUN`.
-    Run(RunInstruction<'a>),
+    Run(Box<RunInstruction<'a>>),
     /// `CMD`.
     Cmd(CommandLine<'a>),
     /// `ENTRYPOINT`.
@@ -116,9 +116,9 @@ pub enum Command<'a> {
     /// `SHELL`, always exec form.
     Shell(Vec<Cow<'a, str>>),
     /// `COPY`.
-    Copy(CopyInstruction<'a>),
+    Copy(Box<CopyInstruction<'a>>),
     /// `ADD`.
-    Add(AddInstruction<'a>),
+    Add(Box<AddInstruction<'a>>),
     /// `ENV`.
     Env(Vec<KeyValue<'a>>),
     /// `LABEL`.
@@ -303,7 +303,7 @@ pub enum Healthcheck<'a> {
     /// `HEALTHCHECK NONE`: disable any inherited check.
     None,
     /// `HEALTHCHECK [flags] CMD …`.
-    Check(HealthConfig<'a>),
+    Check(Box<HealthConfig<'a>>),
 }
 
 /// A health check; zero durations and retries mean "the default".
@@ -334,7 +334,7 @@ pub struct OnbuildInstruction<'a> {
 /// it. A syntax error anywhere wins over a typing error, as when the whole syntax tree
 /// is read first.
 pub(crate) fn build(text: &str) -> Result<Dockerfile<'_>, ParseError> {
-    let mut reader = NodeReader::new(text);
+    let mut reader = NodeReader::new(text)?;
     let mut global_args = Vec::new();
     let mut stages: Vec<Stage> = Vec::new();
     // The current stage's instructions, moved into it in one allocation when it ends.
@@ -444,7 +444,7 @@ fn typed<'src>(
     };
     let command = match node.kind {
         Keyword::From => return from(node, text, given),
-        Keyword::Run => Command::Run(run(node, text, given)?),
+        Keyword::Run => Command::Run(Box::new(run(node, text, given)?)),
         Keyword::Cmd => {
             no_flags("CMD", node)?;
             Command::Cmd(command_line(&mut node.args, node.json, text))
@@ -461,8 +461,8 @@ fn typed<'src>(
                 CommandLine::Shell(_) => return Err(err(ErrorKind::ShellNotJson)),
             }
         }
-        Keyword::Copy => Command::Copy(copy(node, text, given)?),
-        Keyword::Add => Command::Add(add(node, text, given)?),
+        Keyword::Copy => Command::Copy(Box::new(copy(node, text, given)?)),
+        Keyword::Add => Command::Add(Box::new(add(node, text, given)?)),
         Keyword::Env => {
             no_flags("ENV", node)?;
             Command::Env(key_values(node, text, "ENV")?)
@@ -561,9 +561,9 @@ fn from<'src>(
         &node.flags,
         given,
         text,
-        &[("platform", Kind::Value)],
+        &[(Name::Platform, Kind::Value)],
     )?;
-    let platform = flags.string("platform");
+    let platform = flags.string(Name::Platform);
     Ok(Typed::From {
         name,
         base: text.cow(&mut node.args[0]),
@@ -627,13 +627,13 @@ fn run<'src>(
         given,
         text,
         &[
-            ("mount", Kind::List),
-            ("network", Kind::Value),
-            ("security", Kind::Value),
+            (Name::Mount, Kind::List),
+            (Name::Network, Kind::Value),
+            (Name::Security, Kind::Value),
         ],
     )?;
     let mounts = flags
-        .list("mount")
+        .list(Name::Mount)
         .map(|(spec, written, span)| {
             let located = |e: mount::MountError| ParseError::new(e.into(), span);
             if written.contains('$') {
@@ -644,7 +644,7 @@ fn run<'src>(
             }
         })
         .collect::<Result<_, ParseError>>()?;
-    let network = match flags.value("network") {
+    let network = match flags.value(Name::Network) {
         None | Some(("default", _)) => NetworkMode::Default,
         Some(("none", _)) => NetworkMode::None,
         Some(("host", _)) => NetworkMode::Host,
@@ -659,7 +659,7 @@ fn run<'src>(
             ));
         }
     };
-    let security = match flags.value("security") {
+    let security = match flags.value(Name::Security) {
         None | Some(("sandbox", _)) => SecurityMode::Sandbox,
         Some(("insecure", _)) => SecurityMode::Insecure,
         Some((value, span)) => {
@@ -737,9 +737,11 @@ fn file_transfer<'src>(
             },
         )
         .collect();
-    let chmod = match flags.value("chmod") {
+    let chmod = match flags.value(Name::Chmod) {
         None | Some(("", _)) => None,
-        Some((value, _)) if value.contains('$') => flags.string("chmod").map(Expandable::Deferred),
+        Some((value, _)) if value.contains('$') => {
+            flags.string(Name::Chmod).map(Expandable::Deferred)
+        }
         Some((value, span)) => Some(Expandable::Literal(
             value
                 .parse::<Chmod>()
@@ -749,10 +751,10 @@ fn file_transfer<'src>(
     Ok(FileTransfer {
         sources,
         dest,
-        chown: flags.string("chown"),
+        chown: flags.string(Name::Chown),
         chmod,
-        link: flags.bool("link").unwrap_or(false),
-        excludes: flags.list("exclude").map(|(v, _, _)| v).collect(),
+        link: flags.bool(Name::Link).unwrap_or(false),
+        excludes: flags.list(Name::Exclude).map(|(v, _, _)| v).collect(),
     })
 }
 
@@ -775,12 +777,12 @@ fn copy<'src>(
         given,
         text,
         &[
-            ("exclude", Kind::List),
-            ("parents", Kind::Bool),
-            ("chown", Kind::Value),
-            ("from", Kind::Value),
-            ("chmod", Kind::Value),
-            ("link", Kind::Bool),
+            (Name::Exclude, Kind::List),
+            (Name::Parents, Kind::Bool),
+            (Name::Chown, Kind::Value),
+            (Name::From, Kind::Value),
+            (Name::Chmod, Kind::Value),
+            (Name::Link, Kind::Bool),
         ],
     )?;
     let files = file_transfer(
@@ -793,8 +795,8 @@ fn copy<'src>(
     )?;
     Ok(CopyInstruction {
         files,
-        from: flags.string("from"),
-        parents: flags.bool("parents").unwrap_or(false),
+        from: flags.string(Name::From),
+        parents: flags.bool(Name::Parents).unwrap_or(false),
     })
 }
 
@@ -815,13 +817,13 @@ fn add<'src>(
         given,
         text,
         &[
-            ("exclude", Kind::List),
-            ("chown", Kind::Value),
-            ("chmod", Kind::Value),
-            ("link", Kind::Bool),
-            ("keep-git-dir", Kind::Bool),
-            ("checksum", Kind::Value),
-            ("unpack", Kind::Bool),
+            (Name::Exclude, Kind::List),
+            (Name::Chown, Kind::Value),
+            (Name::Chmod, Kind::Value),
+            (Name::Link, Kind::Bool),
+            (Name::KeepGitDir, Kind::Bool),
+            (Name::Checksum, Kind::Value),
+            (Name::Unpack, Kind::Bool),
         ],
     )?;
     let files = file_transfer(
@@ -834,9 +836,9 @@ fn add<'src>(
     )?;
     Ok(AddInstruction {
         files,
-        checksum: flags.string("checksum"),
-        keep_git_dir: flags.bool("keep-git-dir").unwrap_or(false),
-        unpack: flags.bool("unpack"),
+        checksum: flags.string(Name::Checksum),
+        keep_git_dir: flags.bool(Name::KeepGitDir).unwrap_or(false),
+        unpack: flags.bool(Name::Unpack),
     })
 }
 
@@ -900,10 +902,11 @@ fn arg<'src>(
     Ok(ArgInstruction { args })
 }
 
-fn duration(flags: &Flags, flag: &'static str) -> Result<Duration, ParseError> {
+fn duration(flags: &Flags, flag: Name) -> Result<Duration, ParseError> {
     let Some((value, span)) = flags.value(flag) else {
         return Ok(Duration::ZERO);
     };
+    let flag = flag.as_str();
     if value.is_empty() {
         return Ok(Duration::ZERO);
     }
@@ -946,11 +949,11 @@ fn healthcheck<'src>(
         given,
         text,
         &[
-            ("interval", Kind::Value),
-            ("timeout", Kind::Value),
-            ("start-period", Kind::Value),
-            ("start-interval", Kind::Value),
-            ("retries", Kind::Value),
+            (Name::Interval, Kind::Value),
+            (Name::Timeout, Kind::Value),
+            (Name::StartPeriod, Kind::Value),
+            (Name::StartInterval, Kind::Value),
+            (Name::Retries, Kind::Value),
         ],
     )?;
     if kind != "CMD" {
@@ -965,7 +968,7 @@ fn healthcheck<'src>(
             .collect(),
         (false, false) => vec![Cow::Borrowed("CMD-SHELL"), joined(rest, text)],
     };
-    let retries = match flags.value("retries") {
+    let retries = match flags.value(Name::Retries) {
         None | Some(("", _)) => 0,
         Some((value, span)) => {
             let n: i32 = value.parse().map_err(|_| {
@@ -986,14 +989,14 @@ fn healthcheck<'src>(
             })?
         }
     };
-    Ok(Healthcheck::Check(HealthConfig {
+    Ok(Healthcheck::Check(Box::new(HealthConfig {
         test,
-        interval: duration(&flags, "interval")?,
-        timeout: duration(&flags, "timeout")?,
-        start_period: duration(&flags, "start-period")?,
-        start_interval: duration(&flags, "start-interval")?,
+        interval: duration(&flags, Name::Interval)?,
+        timeout: duration(&flags, Name::Timeout)?,
+        start_period: duration(&flags, Name::StartPeriod)?,
+        start_interval: duration(&flags, Name::StartInterval)?,
         retries,
-    }))
+    })))
 }
 
 fn onbuild<'src>(

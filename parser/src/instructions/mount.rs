@@ -13,6 +13,7 @@ use std::borrow::Cow;
 use serde::Serialize;
 
 use crate::golang::parse_bool;
+use crate::syntax::line::find_byte;
 
 /// What a mount provides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -230,12 +231,18 @@ fn csv_fields(input: &str) -> Result<Vec<Cow<'_, str>>, MountError> {
 /// field is.
 fn split_field<'f, 'a>(field: &'f Cow<'a, str>) -> (Cow<'f, str>, Option<Cow<'a, str>>) {
     match field {
-        Cow::Borrowed(field) => match field.split_once('=') {
-            Some((key, value)) => (lowercase(key), Some(Cow::Borrowed(value))),
+        Cow::Borrowed(field) => match find_byte(field, b'=') {
+            Some(eq) => (
+                lowercase(&field[..eq]),
+                Some(Cow::Borrowed(&field[eq + 1..])),
+            ),
             None => (lowercase(field), None),
         },
-        Cow::Owned(field) => match field.split_once('=') {
-            Some((key, value)) => (lowercase(key), Some(Cow::Owned(value.to_owned()))),
+        Cow::Owned(field) => match find_byte(field, b'=') {
+            Some(eq) => (
+                lowercase(&field[..eq]),
+                Some(Cow::Owned(field[eq + 1..].to_owned())),
+            ),
             None => (lowercase(field), None),
         },
     }
@@ -244,16 +251,17 @@ fn split_field<'f, 'a>(field: &'f Cow<'a, str>) -> (Cow<'f, str>, Option<Cow<'a,
 /// The fields of a mount's CSV record: cut at commas when it holds no quote (the usual
 /// case, where reading it as CSV changes nothing), else read as CSV in full first.
 enum Fields<'a> {
-    Plain(std::str::Split<'a, char>),
+    /// The fields not read yet (`None` after the last).
+    Plain(Option<&'a str>),
     Quoted(std::vec::IntoIter<Cow<'a, str>>),
 }
 
 impl<'a> Fields<'a> {
     fn of(input: &'a str) -> Result<Fields<'a>, MountError> {
-        if input.is_empty() || input.contains('"') {
+        if input.is_empty() || input.bytes().any(|b| b == b'"') {
             return Ok(Fields::Quoted(csv_fields(input)?.into_iter()));
         }
-        Ok(Fields::Plain(input.split(',')))
+        Ok(Fields::Plain(Some(input)))
     }
 }
 
@@ -262,7 +270,17 @@ impl<'a> Iterator for Fields<'a> {
 
     fn next(&mut self) -> Option<Cow<'a, str>> {
         match self {
-            Fields::Plain(split) => split.next().map(Cow::Borrowed),
+            Fields::Plain(rest) => {
+                let text = rest.take()?;
+                let field = match find_byte(text, b',') {
+                    Some(comma) => {
+                        *rest = Some(&text[comma + 1..]);
+                        &text[..comma]
+                    }
+                    None => text,
+                };
+                Some(Cow::Borrowed(field))
+            }
             Fields::Quoted(fields) => fields.next(),
         }
     }

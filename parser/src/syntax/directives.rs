@@ -73,10 +73,16 @@ fn key_value(input: &str) -> Option<(&str, &str)> {
 impl DirectiveScanner {
     /// Looks at one line (leading whitespace already removed). Returns the directive it
     /// holds, if the search is still on and the line is one.
+    #[inline]
     pub(super) fn scan<'a>(&mut self, line: &'a str) -> Option<DirectiveMatch<'a>> {
-        if self.done {
-            return None;
+        match self.done {
+            true => None,
+            false => self.scan_line(line),
         }
+    }
+
+    /// [`DirectiveScanner::scan`] while the search is on.
+    fn scan_line<'a>(&mut self, line: &'a str) -> Option<DirectiveMatch<'a>> {
         let found = line
             .strip_prefix('#')
             .map(|rest| rest.trim_start())

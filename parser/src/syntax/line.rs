@@ -177,6 +177,7 @@ impl Logical {
 
     /// Where text range `start..end` is in the source, when it is there in one piece
     /// (it lies within one physical line).
+    #[inline]
     fn in_source(&self, start: usize, end: usize) -> Option<usize> {
         if self.more.is_empty() {
             return Some(self.first.source + start);
@@ -202,13 +203,13 @@ impl Logical {
     pub(crate) fn span(&self, columns: &Columns<'_>, start: usize, end: usize) -> Span {
         let first = self.piece(start);
         let s = first.source + (start - first.at);
-        let span = Span {
-            line: first.line.number,
-            column: columns.column(first.line, s),
-            end_line: first.line.number,
-            start: s,
-            end: s,
-        };
+        let span = Span::new(
+            first.line.number,
+            columns.column(first.line, s),
+            first.line.number,
+            s,
+            s,
+        );
         self.extend(span, start, end)
     }
 
@@ -219,8 +220,8 @@ impl Logical {
         }
         let last = self.piece(end - 1);
         Span {
-            end_line: last.line.number,
-            end: last.source + (end - 1 - last.at) + 1,
+            end_line: last.line.number as u32,
+            end: (last.source + (end - 1 - last.at) + 1) as u32,
             ..span
         }
     }
@@ -251,6 +252,7 @@ impl<'r, 'src> LineText<'r, 'src> {
 
     /// Bytes `start..end` of the logical line, borrowed from the source when they are
     /// in it in one piece.
+    #[inline]
     pub(crate) fn slice(&self, start: usize, end: usize) -> Cow<'src, str> {
         match self.logical.in_source(start, end) {
             Some(at) => Cow::Borrowed(&self.src[at..at + (end - start)]),
@@ -259,12 +261,14 @@ impl<'r, 'src> LineText<'r, 'src> {
     }
 
     /// The whole logical line.
+    #[inline]
     pub(crate) fn whole(&self) -> Cow<'src, str> {
         self.slice(0, self.line.len())
     }
 
     /// The text for the AST: borrowed from the source when it is written there as is,
     /// moved out of `text` when it is owned already.
+    #[inline]
     pub(crate) fn cow(&self, text: &mut Text) -> Cow<'src, str> {
         match text {
             Text::Slice(start, end) => self.slice(*start, *end),
@@ -303,6 +307,10 @@ mod class {
     pub(super) const BACKSLASH: u8 = 4;
     /// Part of a multi-byte character.
     pub(super) const HIGH: u8 = 8;
+    /// The whitespace BuildKit splits words at (`[\t\v\f\r ]`).
+    pub(super) const SPLIT: u8 = 16;
+    /// `` ` ``, the other escape character.
+    pub(super) const BACKTICK: u8 = 32;
 
     /// The classes of every byte.
     static CLASSES: [u8; 256] = {
@@ -310,9 +318,11 @@ mod class {
         let mut b = 0;
         while b < 256 {
             classes[b] = match b as u8 {
-                b'\t'..=b'\r' | b' ' => SPACE,
+                b'\n' => SPACE,
+                b'\t' | 0x0b | 0x0c | b'\r' | b' ' => SPACE | SPLIT,
                 b'\'' | b'"' => QUOTE,
                 b'\\' => BACKSLASH,
+                b'`' => BACKTICK,
                 0x80.. => HIGH,
                 _ => 0,
             };
@@ -325,6 +335,86 @@ mod class {
     #[inline]
     pub(super) fn is(b: u8, mask: u8) -> bool {
         CLASSES[usize::from(b)] & mask != 0
+    }
+
+    /// The class of the escape character `escape`, when it has one of its own.
+    pub(super) fn of_escape(escape: u8) -> Option<u8> {
+        match escape {
+            b'\\' => Some(BACKSLASH),
+            b'`' => Some(BACKTICK),
+            _ => None,
+        }
+    }
+
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
+
+    /// The high bits of the bytes of `word` equal to `byte`. The lowest is exact;
+    /// above it a borrow may set more.
+    #[inline]
+    fn equal(word: u64, byte: u8) -> u64 {
+        let x = word ^ (ONES * u64::from(byte));
+        x.wrapping_sub(ONES) & !x & HIGHS
+    }
+
+    /// The high bits of the ASCII bytes of `word` below `bound` (at most 0x80), the
+    /// lowest exact as in [`equal`].
+    #[inline]
+    fn below(word: u64, bound: u8) -> u64 {
+        word.wrapping_sub(ONES * u64::from(bound)) & !word & HIGHS
+    }
+
+    /// The high bits of bytes of `word` that may be in the classes `mask`: every byte
+    /// that is, and some that are not (other control characters for the whitespace
+    /// classes). The lowest bit of each test is exact, so the lowest of all is a byte
+    /// the test is true of.
+    #[inline]
+    fn candidates(word: u64, mask: u8) -> u64 {
+        let mut found = 0;
+        if mask & (SPACE | SPLIT) != 0 {
+            found |= below(word, 0x21);
+        }
+        if mask & QUOTE != 0 {
+            found |= equal(word, b'"') | equal(word, b'\'');
+        }
+        if mask & BACKSLASH != 0 {
+            found |= equal(word, b'\\');
+        }
+        if mask & BACKTICK != 0 {
+            found |= equal(word, b'`');
+        }
+        if mask & HIGH != 0 {
+            found |= word & HIGHS;
+        }
+        found
+    }
+
+    /// The offset of the first byte of `bytes` from `from` on in one of the classes
+    /// `mask`, or `bytes.len()`. Eight bytes are tested at a time for bytes that may
+    /// be in them, and only those looked up: the loops over the bytes of a line spend
+    /// more on their ends (a branch mispredicted) than on their bytes otherwise.
+    #[inline]
+    pub(super) fn find(bytes: &[u8], from: usize, mask: u8) -> usize {
+        let mut at = from;
+        while let Some(chunk) = bytes.get(at..).and_then(|b| b.first_chunk::<8>()) {
+            let found = candidates(u64::from_le_bytes(*chunk), mask);
+            if found == 0 {
+                at += 8;
+                continue;
+            }
+            at += found.trailing_zeros() as usize / 8;
+            if is(bytes[at], mask) {
+                return at;
+            }
+            at += 1;
+        }
+        while let Some(&b) = bytes.get(at) {
+            if is(b, mask) {
+                return at;
+            }
+            at += 1;
+        }
+        bytes.len()
     }
 }
 
@@ -354,11 +444,6 @@ pub(crate) fn trim_end(s: &str) -> &str {
     }
 }
 
-/// `s` without whitespace at either end.
-fn trim(s: &str) -> &str {
-    trim_end(trim_start(s))
-}
-
 /// The whitespace BuildKit splits on (`[\t\v\f\r ]`).
 fn is_split_space(c: char) -> bool {
     matches!(c, '\t' | '\u{b}' | '\u{c}' | '\r' | ' ')
@@ -386,14 +471,11 @@ pub(crate) fn node_from_line(
     base: usize,
     node: &mut RawNode,
 ) -> Result<(), ParseError> {
-    let lead = line.len() - trim_start(line).len();
-    let trimmed = trim(line);
+    let from_keyword = trim_start(line);
+    let lead = line.len() - from_keyword.len();
+    let trimmed = trim_end(from_keyword);
     let start = base + lead;
-    let cmd_len = trimmed
-        .bytes()
-        .position(|b| is_split_byte(&b))
-        .unwrap_or(trimmed.len());
-    let keyword = &trimmed[..cmd_len];
+    let cmd_len = class::find(trimmed.as_bytes(), 0, class::SPLIT);
     let keyword_span = ctx.span(start, start + cmd_len);
     let after_cmd = &trimmed[cmd_len..];
     let after_cmd = trim_start_split(after_cmd);
@@ -401,11 +483,12 @@ pub(crate) fn node_from_line(
     node.flags.clear();
     let rest_offset = extract_flags(ctx, after_cmd, rest_base, &mut node.flags);
     let raw_rest = &after_cmd[rest_offset..];
-    let rest = trim(raw_rest);
-    let rest_base = rest_base + rest_offset + (raw_rest.len() - trim_start(raw_rest).len());
+    let rest = trim_start(raw_rest);
+    let rest_base = rest_base + rest_offset + (raw_rest.len() - rest.len());
+    let rest = trim_end(rest);
     let error = |kind| ParseError::new(kind, keyword_span);
 
-    let kind = Keyword::of(keyword);
+    let kind = Keyword::of_prefix(&line[lead..], cmd_len);
     node.keyword = (start, start + cmd_len);
     node.kind = kind;
     node.original = (base, base + line.len());
@@ -415,9 +498,12 @@ pub(crate) fn node_from_line(
     }
     node.json = false;
     node.heredocs.clear();
-    node.span = ctx
-        .logical
-        .extend(keyword_span, start, base + trim_end(line).len());
+    // The end of the line's text: `base + trim_end(line).len()`.
+    let text_end = match trimmed.is_empty() {
+        true => base,
+        false => start + trimmed.len(),
+    };
+    node.span = ctx.logical.extend(keyword_span, start, text_end);
     node.keyword_span = keyword_span;
     let args = &mut node.args;
     match kind {
@@ -498,15 +584,11 @@ fn extract_flags(
 /// slice of `line` when it has neither.
 fn flag_word(line: &str, start: usize) -> (Text, usize) {
     let bytes = &line.as_bytes()[start..];
-    let plain = bytes
-        .iter()
-        .position(|&b| {
-            class::is(
-                b,
-                class::SPACE | class::QUOTE | class::BACKSLASH | class::HIGH,
-            )
-        })
-        .unwrap_or(bytes.len());
+    let plain = class::find(
+        bytes,
+        0,
+        class::SPACE | class::QUOTE | class::BACKSLASH | class::HIGH,
+    );
     if bytes
         .get(plain)
         .is_none_or(|b| matches!(b, b'\t'..=b'\r' | b' '))
@@ -621,12 +703,14 @@ fn maybe_json(rest: &str, base: usize, out: &mut Vec<Text>) -> Result<bool, Erro
 }
 
 fn split_whitespace(rest: &str, base: usize, out: &mut Vec<Text>) {
+    let bytes = rest.as_bytes();
     let mut at = 0;
-    for word in rest.as_bytes().split(is_split_byte) {
-        if !word.is_empty() {
-            out.push(Text::Slice(base + at, base + at + word.len()));
+    while at < bytes.len() {
+        let end = class::find(bytes, at, class::SPLIT);
+        if end > at {
+            out.push(Text::Slice(base + at, base + end));
         }
-        at += word.len() + 1;
+        at = end + 1;
     }
 }
 
@@ -640,14 +724,25 @@ pub(crate) struct Words<'s> {
     pos: usize,
     /// The escape character (always ASCII: `\` or `` ` ``).
     escape: Option<u8>,
+    /// The classes of the bytes that end a run of ordinary ones outside quotes:
+    /// whitespace, quotes, multi-byte characters and the escape character.
+    stop: u8,
+    /// Runs are skipped by class: the escape character, if any, has a class of its
+    /// own (else bytes are looked at one by one).
+    by_class: bool,
 }
 
 impl<'s> Words<'s> {
     pub(crate) fn new(rest: &'s str, escape: char) -> Words<'s> {
+        let escape = u8::try_from(escape).ok().filter(u8::is_ascii);
+        let stop = class::SPACE | class::QUOTE | class::HIGH;
+        let escape_class = escape.map(class::of_escape);
         Words {
             rest,
             pos: 0,
-            escape: u8::try_from(escape).ok().filter(u8::is_ascii),
+            escape,
+            stop: stop | escape_class.flatten().unwrap_or(0),
+            by_class: escape_class.is_none_or(|class| class.is_some()),
         }
     }
 
@@ -682,57 +777,68 @@ impl Iterator for Words<'_> {
         }
         let start = self.pos;
         let escape = self.escape;
-        // Bytes that change nothing outside quotes: ASCII, neither whitespace, a quote
-        // nor the escape character.
-        let ordinary =
-            |b: u8| !class::is(b, class::SPACE | class::QUOTE | class::HIGH) && Some(b) != escape;
         let mut blank_ok = false;
-        let mut quote: Option<u8> = None;
         let mut end = len;
-        while self.pos < len {
-            let i = self.pos;
-            let b = bytes[i];
-            match quote {
-                None if ordinary(b) => {
-                    self.pos += 1;
-                    continue;
-                }
-                None => {
-                    let (width, space) = self.char_at(i);
-                    self.pos += width;
-                    if space {
-                        return Some((start, i));
+        let mut pos = self.pos;
+        'word: while pos < len {
+            // Skip the bytes that change nothing outside quotes: ASCII, neither
+            // whitespace, a quote nor the escape character.
+            if self.by_class {
+                pos = class::find(bytes, pos, self.stop);
+            }
+            let Some(&b) = bytes.get(pos) else {
+                break;
+            };
+            if !class::is(b, self.stop) && Some(b) != escape {
+                pos += 1;
+                continue;
+            }
+            let i = pos;
+            let (width, space) = self.char_at(i);
+            pos += width;
+            if space {
+                self.pos = pos;
+                return Some((start, i));
+            }
+            if b == b'\'' || b == b'"' {
+                blank_ok = true;
+                // Inside quotes only ASCII bytes matter, and no multi-byte character
+                // holds one; the escape character works inside double quotes only.
+                loop {
+                    let Some(&c) = bytes.get(pos) else {
+                        break 'word;
+                    };
+                    pos += 1;
+                    if c == b {
+                        continue 'word;
                     }
-                    if b == b'\'' || b == b'"' {
-                        quote = Some(b);
-                        blank_ok = true;
-                        continue;
-                    }
-                }
-                Some(q) => {
-                    // Inside quotes only ASCII bytes matter, and no multi-byte
-                    // character holds one.
-                    self.pos += 1;
-                    if b == q {
-                        quote = None;
-                        continue;
-                    }
-                    if q == b'\'' {
-                        continue;
+                    if b == b'"' && Some(c) == escape {
+                        match pos < len {
+                            true => pos += self.char_at(pos).0,
+                            false => {
+                                end = pos - 1;
+                                break 'word;
+                            }
+                        }
                     }
                 }
             }
             if Some(b) == escape {
-                if self.pos < len {
-                    self.pos += self.char_at(self.pos).0;
-                } else {
-                    end = i;
-                    quote = None;
+                match pos < len {
+                    true => pos += self.char_at(pos).0,
+                    false => end = i,
                 }
             }
         }
+        self.pos = pos;
         (blank_ok || end > start).then_some((start, end))
     }
+}
+
+/// The offset of the first `byte` (ASCII) in `s`, found with a plain loop: the words
+/// searched are short, and a general search spends more on setting up than on searching.
+pub(crate) fn find_byte(s: &str, byte: u8) -> Option<usize> {
+    s.bytes().position(|b| b == byte)
 }
 
 /// BuildKit's `parseNameVal` for ENV and LABEL: `(key, value, separator)` triples.
@@ -747,7 +853,7 @@ fn name_values(
     let Some(&(first_start, first_end)) = words.peek() else {
         return Ok(());
     };
-    if !rest[first_start..first_end].contains('=') {
+    if find_byte(&rest[first_start..first_end], b'=').is_none() {
         let Some(split) = rest.find(is_split_space) else {
             return Err(ErrorKind::LegacyPairWithoutValue { instruction });
         };
@@ -761,7 +867,7 @@ fn name_values(
     }
     for (start, end) in words {
         let word = &rest[start..end];
-        let Some(eq) = word.find('=') else {
+        let Some(eq) = find_byte(word, b'=') else {
             return Err(ErrorKind::MissingEquals {
                 word: word.to_owned(),
             });
@@ -806,6 +912,38 @@ mod tests {
     fn plain_json_strings(rest: &str) -> Option<Vec<String>> {
         let mut out = Vec::new();
         super::plain_json_strings(rest, 0, &mut out).then(|| texts(rest, &out))
+    }
+
+    #[test]
+    fn classes_found_as_byte_by_byte() {
+        let masks = [
+            class::SPLIT,
+            class::SPACE | class::QUOTE | class::BACKSLASH | class::HIGH,
+            class::SPACE | class::QUOTE | class::HIGH | class::BACKTICK,
+        ];
+        let alphabet = [
+            "a", " ", "\t", "\u{b}", "\n", "\u{1}", "\u{1f}", "\"", "'", "\\", "`", "é", "!", "~",
+        ];
+        for seed in 0..3000u32 {
+            let mut x = seed.wrapping_mul(2_654_435_761) | 1;
+            let text: String = (0..(seed % 37))
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    alphabet[x as usize % alphabet.len()]
+                })
+                .collect();
+            let bytes = text.as_bytes();
+            for mask in masks {
+                for from in 0..=bytes.len() {
+                    let naive = (from..bytes.len())
+                        .find(|&i| class::is(bytes[i], mask))
+                        .unwrap_or(bytes.len());
+                    assert_eq!(class::find(bytes, from, mask), naive, "{text:?} {from}");
+                }
+            }
+        }
     }
 
     #[test]

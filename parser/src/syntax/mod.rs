@@ -25,7 +25,7 @@ use serde::Serialize;
 pub use directives::{CheckConfig, Directive};
 
 use crate::error::{ErrorKind, ParseError};
-use crate::span::{Columns, LineStart, Span};
+use crate::span::{Columns, LineStart, MAX_TEXT_LEN, Span};
 use directives::DirectiveScanner;
 use line::{LineContext, LineText, Logical, RawHeredoc, RawNode};
 
@@ -144,37 +144,38 @@ impl Keyword {
         (Keyword::Shell, "SHELL"),
     ];
 
-    /// The instruction `word` names, ASCII letters in any case: the word is uppercased
-    /// into a small buffer and matched in one go.
-    pub(crate) fn of(word: &str) -> Keyword {
-        let word = word.as_bytes();
-        let mut upper = [0u8; 11];
-        let Some(upper) = upper.get_mut(..word.len()) else {
+    /// The instruction `word` names, ASCII letters in any case.
+    #[cfg(test)]
+    fn of(word: &str) -> Keyword {
+        Keyword::of_prefix(word, word.len())
+    }
+
+    /// The instruction named by the first `len` bytes of `text`, ASCII letters in any
+    /// case. Every keyword is made of letters, which differ from their lowercase forms
+    /// in bit 5 only, so a byte matches a keyword's (uppercase) letter exactly when it
+    /// does with that bit cleared: the word is read into two integers (in one load when
+    /// `text` is long enough), bit 5 of each byte cleared and its length put in the
+    /// last byte, and looked up in a table without collisions among the keywords.
+    pub(crate) fn of_prefix(text: &str, len: usize) -> Keyword {
+        /// Bit 5 cleared in the bytes a keyword can take.
+        const LETTERS: u128 = u128::from_le_bytes([!0x20; 16]) >> 40;
+        let bytes = text.as_bytes();
+        if len > 11 || len > bytes.len() {
             return Keyword::Unknown;
-        };
-        for (u, b) in upper.iter_mut().zip(word) {
-            *u = b.to_ascii_uppercase();
         }
-        match &*upper {
-            b"FROM" => Keyword::From,
-            b"RUN" => Keyword::Run,
-            b"CMD" => Keyword::Cmd,
-            b"LABEL" => Keyword::Label,
-            b"MAINTAINER" => Keyword::Maintainer,
-            b"EXPOSE" => Keyword::Expose,
-            b"ENV" => Keyword::Env,
-            b"ADD" => Keyword::Add,
-            b"COPY" => Keyword::Copy,
-            b"ENTRYPOINT" => Keyword::Entrypoint,
-            b"VOLUME" => Keyword::Volume,
-            b"USER" => Keyword::User,
-            b"WORKDIR" => Keyword::Workdir,
-            b"ARG" => Keyword::Arg,
-            b"ONBUILD" => Keyword::Onbuild,
-            b"STOPSIGNAL" => Keyword::Stopsignal,
-            b"HEALTHCHECK" => Keyword::Healthcheck,
-            b"SHELL" => Keyword::Shell,
-            _ => Keyword::Unknown,
+        let word = match bytes.first_chunk::<16>() {
+            Some(&chunk) => u128::from_le_bytes(chunk),
+            None => {
+                let mut chunk = [0u8; 16];
+                chunk[..len].copy_from_slice(&bytes[..len]);
+                u128::from_le_bytes(chunk)
+            }
+        };
+        let packed = word & ((1u128 << (len * 8)) - 1) & LETTERS | (len as u128) << 120;
+        let (name, keyword) = KEYWORD_TABLE[keyword_slot(packed)];
+        match name == packed {
+            true => keyword,
+            false => Keyword::Unknown,
         }
     }
 
@@ -186,6 +187,41 @@ impl Keyword {
             .map(|&(_, name)| name)
     }
 }
+
+/// `word` as [`Keyword::of_prefix`] packs it: bit 5 of each byte cleared, the length
+/// in the last byte.
+const fn pack_keyword(word: &[u8]) -> u128 {
+    let mut packed = [0u8; 16];
+    let mut i = 0;
+    while i < word.len() {
+        packed[i] = word[i] & !0x20;
+        i += 1;
+    }
+    packed[15] = word.len() as u8;
+    u128::from_le_bytes(packed)
+}
+
+/// The slot of a packed word in [`KEYWORD_TABLE`]: a multiplicative hash, its
+/// multiplier found by trying random ones until no two keywords shared a slot.
+const fn keyword_slot(packed: u128) -> usize {
+    let folded = (packed as u64) ^ ((packed >> 64) as u64);
+    (folded.wrapping_mul(0x5b4b1b75321c5297) >> 59) as usize
+}
+
+/// Every keyword, packed, in its slot (the others hold a word no keyword packs to).
+const KEYWORD_TABLE: [(u128, Keyword); 32] = {
+    let mut table = [(0, Keyword::Unknown); 32];
+    let mut i = 0;
+    while i < Keyword::ALL.len() {
+        let (keyword, name) = Keyword::ALL[i];
+        let packed = pack_keyword(name.as_bytes());
+        let slot = keyword_slot(packed);
+        assert!(table[slot].0 == 0, "two keywords share a slot");
+        table[slot] = (packed, keyword);
+        i += 1;
+    }
+    table
+};
 
 /// `keyword` as a node keeps it: a shared constant for the usual spellings.
 fn keyword_of(keyword: &str, kind: Keyword) -> Cow<'static, str> {
@@ -243,13 +279,7 @@ impl<'a> Lines<'a> {
         if end - start > MAX_LINE_LEN {
             return Err(ParseError::new(
                 ErrorKind::LineTooLong { max: MAX_LINE_LEN },
-                Span {
-                    line: line.number,
-                    column: 1,
-                    end_line: line.number,
-                    start,
-                    end: start,
-                },
+                Span::new(line.number, 1, line.number, start, start),
             ));
         }
         self.pos = (end + 1).min(self.src.len());
@@ -316,12 +346,12 @@ fn line_before(end: usize, last: &PhysLine<'_>) -> usize {
 
 /// `span` reaching on to `end`, the end of the text of `last`, if that is further.
 fn extend(span: Span, end: usize, last: &PhysLine<'_>) -> Span {
-    if end <= span.end {
+    if end <= span.end as usize {
         return span;
     }
     Span {
-        end_line: line_before(end, last),
-        end,
+        end_line: line_before(end, last) as u32,
+        end: end as u32,
         ..span
     }
 }
@@ -330,6 +360,27 @@ fn extend(span: Span, end: usize, last: &PhysLine<'_>) -> Span {
 /// continues the line, unless the escape character is itself escaped. Returns the kept
 /// text and whether the line ends the instruction.
 fn trim_continuation(line: &str, escape: char) -> (&str, bool) {
+    let Some(escape) = u8::try_from(escape).ok().filter(u8::is_ascii) else {
+        return trim_continuation_char(line, escape);
+    };
+    let bytes = line.as_bytes();
+    let mut end = bytes.len();
+    while end > 0 && matches!(bytes[end - 1], b' ' | b'\t') {
+        end -= 1;
+    }
+    match (
+        end.checked_sub(1).map(|i| bytes[i]),
+        end.checked_sub(2).map(|i| bytes[i]),
+    ) {
+        (Some(last), before) if last == escape && before != Some(escape) => {
+            (&line[..end - 1], false)
+        }
+        _ => (line, true),
+    }
+}
+
+/// [`trim_continuation`] for an escape character that is not ASCII.
+fn trim_continuation_char(line: &str, escape: char) -> (&str, bool) {
     let body = line.trim_end_matches([' ', '\t']);
     let Some(before) = body.strip_suffix(escape) else {
         return (line, true);
@@ -342,7 +393,7 @@ fn trim_continuation(line: &str, escape: char) -> (&str, bool) {
 
 /// Parses Dockerfile text into raw nodes.
 pub fn parse_syntax(src: &str) -> Result<SyntaxTree, ParseError> {
-    let mut reader = NodeReader::new(src);
+    let mut reader = NodeReader::new(src)?;
     let mut nodes = Vec::with_capacity(src.len() / 64);
     while let Some(mut read) = reader.next_node()? {
         nodes.push(read.take_node());
@@ -423,8 +474,15 @@ fn raw_to_node(raw: &mut RawNode, line: &str, src: &str) -> Node {
 }
 
 impl<'a> NodeReader<'a> {
-    pub(crate) fn new(src: &'a str) -> NodeReader<'a> {
-        NodeReader {
+    /// A reader of `src`, which must be shorter than [`MAX_TEXT_LEN`].
+    pub(crate) fn new(src: &'a str) -> Result<NodeReader<'a>, ParseError> {
+        if src.len() > MAX_TEXT_LEN {
+            return Err(ParseError::new(
+                ErrorKind::TooLarge { max: MAX_TEXT_LEN },
+                Span::default(),
+            ));
+        }
+        Ok(NodeReader {
             columns: Columns::new(src),
             lines: Lines {
                 src,
@@ -437,7 +495,7 @@ impl<'a> NodeReader<'a> {
             count: 0,
             logical: Logical::default(),
             node: RawNode::default(),
-        }
+        })
     }
 
     /// The error for input without instructions, once every node has been read.
@@ -445,13 +503,7 @@ impl<'a> NodeReader<'a> {
         match self.count {
             0 => Err(ParseError::new(
                 ErrorKind::NoInstructions,
-                Span {
-                    line: 1,
-                    column: 1,
-                    end_line: 1,
-                    start: 0,
-                    end: 0,
-                },
+                Span::new(1, 1, 1, 0, 0),
             )),
             _ => Ok(()),
         }
@@ -542,16 +594,16 @@ impl<'a> NodeReader<'a> {
                         expand: marker.expand,
                         chomp: marker.chomp,
                         content: (body_start, body_end),
-                        span: Span {
-                            line: body_line.number,
-                            column: columns.column(body_line, body_start),
-                            end_line: match end > body_start {
+                        span: Span::new(
+                            body_line.number,
+                            columns.column(body_line, body_start),
+                            match end > body_start {
                                 true => line_before(end, &last),
                                 false => body_line.number,
                             },
-                            start: body_start,
+                            body_start,
                             end,
-                        },
+                        ),
                     });
                 }
             }
@@ -663,10 +715,23 @@ mod tests {
         let flags = &tree.nodes[1].flags;
         assert_eq!(flags[1].text, "--mount=type=cache,target=/c");
         assert_eq!((flags[1].span.line, flags[1].span.column), (3, 5));
-        assert_eq!(
-            &src[flags[1].span.start..flags[1].span.end],
-            "--mount=type=cache,target=/c"
-        );
+        assert_eq!(&src[flags[1].span.range()], "--mount=type=cache,target=/c");
+    }
+
+    #[test]
+    fn continuations_trimmed_as_by_characters() {
+        for line in [
+            "", "\\", "a \\", "a \\ \t", "a \\\\", "a\\\\ ", "`", "a `", "a ``", "\\`", "é", "aé",
+            "a é\t", "aéé", " \t", "x\\\t\\ ",
+        ] {
+            for escape in ['\\', '`', 'é'] {
+                assert_eq!(
+                    trim_continuation(line, escape),
+                    trim_continuation_char(line, escape),
+                    "{line:?} {escape:?}"
+                );
+            }
+        }
     }
 
     #[test]

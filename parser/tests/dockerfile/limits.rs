@@ -30,7 +30,7 @@ fn longest_line_of_flags() {
     let flags = &tree.nodes[1].flags;
     assert_eq!(flags.len(), (MAX_LINE_LEN - 3) / 5);
     let last = flags.last().expect("flags");
-    assert_eq!(last.span.column, 3 + 5 * (flags.len() - 1) + 2);
+    assert_eq!(last.span.column as usize, 3 + 5 * (flags.len() - 1) + 2);
     let err = timed("typed", || kiln_parser::parse(&text)).expect_err("unknown flag");
     assert!(matches!(err.kind, ErrorKind::UnknownFlag { .. }));
 }

@@ -12,7 +12,10 @@ fn parse_everything(text: &str) {
         let _ = tree.dump();
     }
     for err in [syntax.err(), typed.err()].into_iter().flatten() {
-        assert!(err.span.end <= text.len(), "span past the end: {err:?}");
+        assert!(
+            err.span.range().end <= text.len(),
+            "span past the end: {err:?}"
+        );
         assert!(err.span.line >= 1);
     }
 }

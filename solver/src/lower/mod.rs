@@ -181,7 +181,9 @@ pub struct Place {
 }
 
 impl Place {
-    fn new(source: &str, line: usize) -> Place {
+    /// The place of line `line` (a [`kiln_parser::Span`]'s) of `source`.
+    fn new(source: &str, line: u32) -> Place {
+        let line = line as usize;
         let text = source
             .lines()
             .nth(line.saturating_sub(1))
@@ -497,7 +499,7 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
-    fn place(&self, line: usize) -> Place {
+    fn place(&self, line: u32) -> Place {
         Place::new(self.source, line)
     }
 

@@ -44,8 +44,10 @@ pub(crate) fn parse_triggers(
                     keyword: "ONBUILD".to_owned(),
                 });
             }
-            instruction.span.line = at.line;
-            instruction.span.end_line = at.line;
+            // The ONBUILD's line, which came from a span.
+            let line = u32::try_from(at.line).unwrap_or(u32::MAX);
+            instruction.span.line = line;
+            instruction.span.end_line = line;
             Ok(instruction.into_owned())
         })
         .collect()
