@@ -42,7 +42,7 @@ struct StatEntry {
     /// The file's extended attributes (sorted by name), when they were read with it;
     /// entries written by older versions have none and are completed on next use.
     #[serde(default)]
-    xattrs: Option<Vec<(Vec<u8>, Vec<u8>)>>,
+    xattrs: Option<Xattrs>,
 }
 
 impl StatEntry {
@@ -180,10 +180,13 @@ impl StatCache {
     }
 }
 
+/// Extended attributes: (name, value) pairs sorted by name.
+type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// What the checksum needs of a regular file.
 struct FileFacts {
     digest: Digest,
-    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    xattrs: Xattrs,
     read: bool,
 }
 
@@ -272,7 +275,7 @@ fn header(d: &mut Digester, meta: &Metadata, xattrs: &[(Vec<u8>, Vec<u8>)]) {
 
 /// The extended attributes of `abs` (not following a symlink), sorted by name; none
 /// where the filesystem has no attributes.
-fn read_xattrs(abs: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ContextError> {
+fn read_xattrs(abs: &Path) -> Result<Xattrs, ContextError> {
     let mut names: Vec<_> = match xattr::list(abs) {
         Ok(names) => names.collect(),
         Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => Vec::new(),
