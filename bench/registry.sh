@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Registry benchmark: push and pull of a 1 GiB image (one layer of random data) to a
-# registry on 127.0.0.1, `kiln push` / `kiln pull` (into a fresh root) against
+# registry on 127.0.0.1, `kiln push` / `kiln pull --no-unpack` (into a fresh root) against
 # `skopeo copy` of the same image (OCI layout → registry, registry → OCI layout), in the
 # same run, tools alternating. Every push goes to an empty registry. Prints a Markdown
 # section: median (min–max) seconds of RUNS runs, MB/s of the image's blobs, ratios
@@ -61,7 +61,7 @@ one_run() {
     local dest=$REG/bench/big:1
     if [ "$tool" = kiln ]; then
         timed push kiln "$run" "$KILN" --root "$SRC" push bench/big:1 "$dest"
-        timed pull kiln "$run" "$KILN" --root "$WORK/pull-root" pull "$dest"
+        timed pull kiln "$run" "$KILN" --root "$WORK/pull-root" pull --no-unpack "$dest"
         unmount_below "$WORK/pull-root"
         rm -rf "$WORK/pull-root"
     else

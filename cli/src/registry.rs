@@ -67,6 +67,11 @@ pub struct PullArgs {
     #[arg(short = 'q', long)]
     quiet: bool,
 
+    /// Only downloads the blobs; the layers are unpacked when a build first runs a
+    /// step on them (by default they are unpacked now, as `docker pull` does).
+    #[arg(long)]
+    no_unpack: bool,
+
     /// The image: `registry/repository[:tag|@digest]`.
     name: String,
 }
@@ -127,7 +132,9 @@ pub fn pull_command(root: &std::path::Path, args: PullArgs) -> anyhow::Result<Ex
         &platform,
         &display,
     ))?;
-    unpack(&state.store, &target.digest).with_context(|| format!("unpacking {reference}"))?;
+    if !args.no_unpack {
+        unpack(&state.store, &target.digest).with_context(|| format!("unpacking {reference}"))?;
+    }
     if args.quiet {
         println!("{}", display_name(&reference));
     } else {

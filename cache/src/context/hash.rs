@@ -7,10 +7,12 @@
 //! children's names and checksums. Timestamps never enter, so touching a file or
 //! checking a tree out again leaves keys unchanged.
 //!
-//! File digests are remembered against (device, inode, size, mtime, ctime). When all
-//! of these are unchanged the file is not read. A file whose mtime is within two
-//! seconds of the moment it was hashed is not remembered: a write in the same clock
-//! tick could otherwise go unseen.
+//! File digests and extended attributes are remembered against (device, inode, size,
+//! mtime, ctime). When all of these are unchanged the file is not read and its
+//! attributes are not listed (changing an attribute changes the ctime). A digest is not
+//! remembered while the file's mtime is within two seconds of the moment it was hashed,
+//! nor are attributes while its ctime is: a change in the same clock tick could
+//! otherwise go unseen.
 
 use std::collections::HashMap;
 use std::fs::{self, File, Metadata};
@@ -37,6 +39,10 @@ struct StatEntry {
     mtime_ns: i128,
     ctime_ns: i128,
     digest: Digest,
+    /// The file's extended attributes (sorted by name), when they were read with it;
+    /// entries written by older versions have none and are completed on next use.
+    #[serde(default)]
+    xattrs: Option<Xattrs>,
 }
 
 impl StatEntry {
@@ -115,24 +121,40 @@ impl StatCache {
         self.len() == 0
     }
 
-    fn file_digest(&self, path: &Path, meta: &Metadata) -> Result<(Digest, bool), ContextError> {
-        if let Some(entry) = self
+    /// The digest and extended attributes of the file at `path`, and whether it was
+    /// read (rather than remembered).
+    fn file_facts(&self, path: &Path, meta: &Metadata) -> Result<FileFacts, ContextError> {
+        let known = self
             .entries
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(path)
-            && entry.describes(meta)
-        {
-            return Ok((entry.digest.clone(), false));
+            .filter(|entry| entry.describes(meta))
+            .map(|entry| (entry.digest.clone(), entry.xattrs.clone()));
+        if let Some((digest, Some(xattrs))) = &known {
+            return Ok(FileFacts {
+                digest: digest.clone(),
+                xattrs: xattrs.clone(),
+                read: false,
+            });
         }
-        let mut file = File::open(path).map_err(io_at(path))?;
-        let mut digester = Digester::new();
-        io::copy(&mut file, &mut digester).map_err(io_at(path))?;
-        let digest = digester.finish();
+        let xattrs = read_xattrs(path)?;
+        let (digest, read) = match known {
+            Some((digest, None)) => (digest, false),
+            _ => {
+                let mut file = File::open(path).map_err(io_at(path))?;
+                let mut digester = Digester::new();
+                io::copy(&mut file, &mut digester).map_err(io_at(path))?;
+                (digester.finish(), true)
+            }
+        };
         let now_ns = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as i128);
-        if now_ns - mtime_ns(meta) > 2_000_000_000 {
+        // Attributes are remembered only when the ctime (which their changes move) is
+        // as old as the mtime must be for the digest.
+        let settled = |t: i128| now_ns - t > 2_000_000_000;
+        if settled(mtime_ns(meta)) {
             self.entries
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -145,12 +167,27 @@ impl StatCache {
                         mtime_ns: mtime_ns(meta),
                         ctime_ns: ctime_ns(meta),
                         digest: digest.clone(),
+                        xattrs: settled(ctime_ns(meta)).then(|| xattrs.clone()),
                     },
                 );
             self.dirty.store(true, Ordering::Release);
         }
-        Ok((digest, true))
+        Ok(FileFacts {
+            digest,
+            xattrs,
+            read,
+        })
     }
+}
+
+/// Extended attributes: (name, value) pairs sorted by name.
+type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// What the checksum needs of a regular file.
+struct FileFacts {
+    digest: Digest,
+    xattrs: Xattrs,
+    read: bool,
 }
 
 /// Counters from one checksum run, for progress and benchmarks.
@@ -178,16 +215,19 @@ pub fn checksum(
         for entry in &source.entries {
             stats.entries += 1;
             d.field(b"entry", entry.rel.as_bytes());
-            header(&mut d, &entry.abs, &entry.meta)?;
             let ft = entry.meta.file_type();
             if ft.is_file() {
-                let (digest, read) = cache.file_digest(&entry.abs, &entry.meta)?;
-                if read {
+                let facts = cache.file_facts(&entry.abs, &entry.meta)?;
+                header(&mut d, &entry.meta, &facts.xattrs);
+                if facts.read {
                     stats.files_read += 1;
                     stats.bytes_read += entry.meta.size();
                 }
-                d.field(b"content", digest.to_string().as_bytes());
-            } else if ft.is_symlink() {
+                d.field(b"content", facts.digest.to_string().as_bytes());
+                continue;
+            }
+            header(&mut d, &entry.meta, &read_xattrs(&entry.abs)?);
+            if ft.is_symlink() {
                 let target = fs::read_link(&entry.abs).map_err(io_at(&entry.abs))?;
                 d.field(b"link", target.as_os_str().as_encoded_bytes());
             }
@@ -197,7 +237,7 @@ pub fn checksum(
 }
 
 /// Type, permissions, owner, device numbers and xattrs of an entry.
-fn header(d: &mut Digester, abs: &Path, meta: &Metadata) -> Result<(), ContextError> {
+fn header(d: &mut Digester, meta: &Metadata, xattrs: &[(Vec<u8>, Vec<u8>)]) {
     let ft = meta.file_type();
     let kind: &[u8] = if ft.is_dir() {
         b"dir"
@@ -227,20 +267,30 @@ fn header(d: &mut Digester, abs: &Path, meta: &Metadata) -> Result<(), ContextEr
     if ft.is_char_device() || ft.is_block_device() {
         d.field(b"rdev", &meta.rdev().to_be_bytes());
     }
+    for (name, value) in xattrs {
+        d.field(b"xattr", name);
+        d.field(b"value", value);
+    }
+}
+
+/// The extended attributes of `abs` (not following a symlink), sorted by name; none
+/// where the filesystem has no attributes.
+fn read_xattrs(abs: &Path) -> Result<Xattrs, ContextError> {
     let mut names: Vec<_> = match xattr::list(abs) {
         Ok(names) => names.collect(),
         Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => Vec::new(),
         Err(e) => return Err(io_at(abs)(e)),
     };
     names.sort();
-    for name in names {
-        let value = xattr::get(abs, &name)
-            .map_err(io_at(abs))?
-            .unwrap_or_default();
-        d.field(b"xattr", name.as_encoded_bytes());
-        d.field(b"value", &value);
-    }
-    Ok(())
+    names
+        .into_iter()
+        .map(|name| {
+            let value = xattr::get(abs, &name)
+                .map_err(io_at(abs))?
+                .unwrap_or_default();
+            Ok((name.into_encoded_bytes(), value))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -482,6 +532,44 @@ mod tests {
         assert_eq!(stats.files_read, 1);
         assert_ne!(first, third);
         fs::remove_file(file).unwrap();
+    }
+
+    #[test]
+    fn remembered_attributes_are_used_and_a_changed_one_is_seen() {
+        let t = Tree::new(&[("a", "1")]);
+        let path = t.path("a");
+        if xattr::set(&path, "user.kiln.test", b"one").is_err() {
+            panic!("this test needs user xattrs on the temp dir's filesystem");
+        }
+        let cache = StatCache::in_memory();
+        let (first, _) = t.sum_with(&[], &cache, &select(&["a"])).unwrap();
+        // The digest is remembered (the mtime is old) but not the attributes: the
+        // ctime, which setting one moved, is fresh.
+        let entry = cache.entries.lock().unwrap().get(&path).cloned().unwrap();
+        assert_eq!(entry.xattrs, None, "ctime is fresh");
+        // An entry as a later build finds it, with the attributes remembered (made up,
+        // to tell them from the file's own).
+        let aged = StatCache::in_memory();
+        aged.entries.lock().unwrap().insert(
+            path.clone(),
+            StatEntry {
+                xattrs: Some(vec![(b"user.kiln.test".to_vec(), b"remembered".to_vec())]),
+                ..entry
+            },
+        );
+        // The remembered attributes are what the checksum covers (the file is not asked).
+        let (from_cache, stats) = t.sum_with(&[], &aged, &select(&["a"])).unwrap();
+        assert_eq!(stats.files_read, 0);
+        assert_ne!(from_cache, first);
+        // Changing an attribute moves the ctime: the entry no longer describes the file.
+        std::thread::sleep(Duration::from_millis(20));
+        xattr::set(&path, "user.kiln.test", b"two").unwrap();
+        let (changed, stats) = t.sum_with(&[], &aged, &select(&["a"])).unwrap();
+        assert_eq!(stats.files_read, 1);
+        assert_ne!(changed, first);
+        assert_ne!(changed, from_cache);
+        xattr::set(&path, "user.kiln.test", b"one").unwrap();
+        assert_eq!(t.sum(&[], &["a"]), first);
     }
 
     #[test]

@@ -124,6 +124,26 @@ fn kiln_pushes_what_skopeo_and_docker_pull_and_pulls_what_docker_pushes() {
     let docker_id = docker.ok(&["inspect", "--format", "{{.Id}}", &from_docker]);
     let kiln_images = fresh.ok(&["images", "--no-trunc", "--format", "json"]);
     assert!(kiln_images.contains(docker_id.trim()), "{kiln_images}");
+
+    // `kiln pull` unpacks the layers into snapshots, as `docker pull` does, unless
+    // asked only to download.
+    let snapshots = |kiln: &Kiln| match fs::read_dir(kiln.root().join("snapshots-v1/overlay")) {
+        Ok(dir) => dir.count(),
+        Err(_) => 0,
+    };
+    let unpacked = Kiln::new();
+    unpacked.ok(&["pull", "-q", &from_docker]);
+    let layers = inspected_layers(&unpacked, &from_docker);
+    assert_eq!(snapshots(&unpacked), layers);
+    let downloaded = Kiln::new();
+    downloaded.ok(&["pull", "-q", "--no-unpack", &from_docker]);
+    assert_eq!(snapshots(&downloaded), 0);
+}
+
+/// How many layers the stored image `name` has.
+fn inspected_layers(kiln: &Kiln, name: &str) -> usize {
+    let inspected: serde_json::Value = serde_json::from_str(&kiln.ok(&["inspect", name])).unwrap();
+    inspected[0]["Manifest"]["layers"].as_array().unwrap().len()
 }
 
 /// A multi-stage Dockerfile whose builder stage's output feeds the final stage. The

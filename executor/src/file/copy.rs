@@ -184,7 +184,6 @@ impl<'a> Copier<'a> {
                     self.stats.hard_links += 1;
                     return Ok(());
                 }
-                self.clear(&host, &entry.source)?;
                 self.stats.bytes += self.contents(&entry.source, &host)?;
                 self.stats.files += 1;
                 if st.st_nlink > 1 {
@@ -268,7 +267,10 @@ impl<'a> Copier<'a> {
         }
     }
 
-    /// Writes a new file at `host` with the contents of `source`; returns its size.
+    /// Writes a new file at `host` with the contents of `source`, replacing what is
+    /// there (see [`Copier::clear`]); returns its size. The file is created first and
+    /// the place cleared only when that finds something in the way, which saves a
+    /// lookup per file in the usual case of a destination that does not exist yet.
     fn contents(&self, source: &Path, host: &Path) -> Result<u64, FileError> {
         let open_failed = |e: Errno| FileError::Source {
             path: source.to_owned(),
@@ -283,14 +285,22 @@ impl<'a> Copier<'a> {
             .map_err(open_failed)?,
         );
         let root = &self.req.root;
-        let mut to = File::from(
+        let create = || {
             rustix::fs::open(
                 host,
                 OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                 Mode::from_raw_mode(0o600),
             )
-            .map_err(|e| io_error(root, "create file", host, e.into()))?,
-        );
+        };
+        let created = match create() {
+            Err(Errno::EXIST) => {
+                self.clear(host, source)?;
+                create()
+            }
+            other => other,
+        };
+        let mut to =
+            File::from(created.map_err(|e| io_error(root, "create file", host, e.into()))?);
         io::copy(&mut from, &mut to).map_err(|e| io_error(root, "copy contents to", host, e))
     }
 
