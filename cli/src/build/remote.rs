@@ -457,28 +457,7 @@ async fn inline_records(
     let Some(inline) = &config.inline_cache else {
         return Ok(Vec::new());
     };
-    let descriptors = manifest.layers();
-    if descriptors.len() != config.rootfs.diff_ids.len() {
-        bail!(
-            "{place}: the manifest has {} layers but the config {}",
-            descriptors.len(),
-            config.rootfs.diff_ids.len()
-        );
-    }
-    let layers = descriptors
-        .iter()
-        .zip(&config.rootfs.diff_ids)
-        .map(|(d, diff_id)| {
-            Ok(LayerRecord {
-                diff_id: diff_id.clone(),
-                blob: d.digest().to_string().parse()?,
-                size: d.size(),
-                media_type: d.media_type().to_string(),
-                created: 0,
-            })
-        })
-        .collect::<anyhow::Result<Vec<_>>>()
-        .with_context(|| format!("{place}: layer digests"))?;
+    let layers = super::worker::layer_records(manifest, &config).with_context(|| place.clone())?;
     Ok(remote::decode_inline(inline, layers, &place)?)
 }
 

@@ -618,14 +618,23 @@ pub(crate) fn stored_image_layers(
     let config_digest: Digest = parsed.config().digest().to_string().parse()?;
     let config: ImageConfig = serde_json::from_slice(&content.read_blob(&config_digest)?)
         .with_context(|| format!("parsing image config {config_digest}"))?;
-    if config.rootfs.diff_ids.len() != parsed.layers().len() {
+    layer_records(&parsed, &config).with_context(|| format!("image {manifest}"))
+}
+
+/// The layers an image manifest lists, bottom first, paired with the diff IDs of its
+/// config.
+pub(crate) fn layer_records(
+    manifest: &ImageManifest,
+    config: &ImageConfig,
+) -> anyhow::Result<Vec<LayerRecord>> {
+    if config.rootfs.diff_ids.len() != manifest.layers().len() {
         bail!(
-            "image {manifest} has {} layers but its config lists {} diff IDs",
-            parsed.layers().len(),
+            "the manifest lists {} layers but the config {} diff IDs",
+            manifest.layers().len(),
             config.rootfs.diff_ids.len()
         );
     }
-    parsed
+    manifest
         .layers()
         .iter()
         .zip(&config.rootfs.diff_ids)

@@ -18,7 +18,8 @@ use std::thread;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 
-use super::{Compression, LayerError};
+use super::{Compression, LayerDescriptor, LayerError};
+use crate::media_type::Flavor;
 use crate::{Digest, Digester};
 
 /// How many passes run at once in this process, and a wake-up for those waiting.
@@ -109,6 +110,20 @@ pub(super) struct Hashed {
     pub diff_size: u64,
     pub digest: Digest,
     pub size: u64,
+}
+
+impl Hashed {
+    /// The descriptor of the blob this pass wrote, a layer of `flavor` and `compression`.
+    pub(super) fn describe(self, flavor: Flavor, compression: Compression) -> LayerDescriptor {
+        LayerDescriptor {
+            digest: self.digest,
+            size: self.size,
+            diff_id: self.diff_id,
+            diff_size: self.diff_size,
+            media_type: flavor.layer(compression),
+            compression,
+        }
+    }
 }
 
 /// Buffers a byte stream into chunks and sends each full chunk to every sink.

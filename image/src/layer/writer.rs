@@ -123,14 +123,7 @@ pub fn write_layer<W: Write>(
             .zeros(2 * BLOCK)
             .map_err(|source| LayerError::WriteLayer { source })
     })?;
-    Ok(LayerDescriptor {
-        digest: hashed.digest,
-        size: hashed.size,
-        diff_id: hashed.diff_id,
-        diff_size: hashed.diff_size,
-        media_type: options.flavor.layer(compression),
-        compression,
-    })
+    Ok(hashed.describe(options.flavor, compression))
 }
 
 /// Compresses the plain tar read from `tar` into `out` as a layer blob of the given
@@ -150,14 +143,7 @@ pub fn compress_layer<R: Read + Send, W: Write>(
             .map(drop)
             .map_err(|source| LayerError::ReadLayer { source })
     })?;
-    Ok(LayerDescriptor {
-        digest: hashed.digest,
-        size: hashed.size,
-        diff_id: hashed.diff_id,
-        diff_size: hashed.diff_size,
-        media_type: flavor.layer(compression),
-        compression,
-    })
+    Ok(hashed.describe(flavor, compression))
 }
 
 /// One tar entry's metadata, before encoding.
