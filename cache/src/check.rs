@@ -242,20 +242,34 @@ impl Check<'_> {
         let content = self.store.content().clone();
         for blob in content.entries()? {
             self.report.checked.blobs += 1;
-            let path = content.path(&blob.digest);
-            let problem = match hash_file(&path) {
+            let (path, hashed) = if blob.in_snapshot {
+                let path = content.kept_path(&blob.digest);
+                let hashed = match content.hash_kept(&blob.digest) {
+                    // Written out or removed since it was listed.
+                    Err(CacheError::BlobNotFound(_)) => continue,
+                    hashed => hashed.map_err(|e| error_chain(&e)),
+                };
+                (path, hashed)
+            } else {
+                let path = content.path(&blob.digest);
+                let hashed = match hash_file(&path) {
+                    // Removed since it was listed (by a collection in another process).
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    hashed => hashed.map_err(|e| e.to_string()),
+                };
+                (path, hashed)
+            };
+            let problem = match hashed {
                 Ok(actual) if actual == blob.digest => continue,
-                // Removed since it was listed (by a collection in another process).
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Ok(actual) => Problem::CorruptBlob {
                     digest: blob.digest.clone(),
                     actual,
                     path,
                 },
-                Err(e) => Problem::UnreadableBlob {
+                Err(error) => Problem::UnreadableBlob {
                     digest: blob.digest.clone(),
                     path,
-                    error: e.to_string(),
+                    error,
                 },
             };
             self.bad_blobs.insert(blob.digest.clone());

@@ -107,6 +107,28 @@ pub enum CacheError {
         #[source]
         source: Box<kiln_image::layer::LayerError>,
     },
+    /// A layer kept as its snapshot could not be written out of the snapshot's tree.
+    #[error("cannot write layer {blob} from snapshot {chain_id}")]
+    FromSnapshot {
+        /// The layer blob.
+        blob: Digest,
+        /// The snapshot that holds it.
+        chain_id: ChainId,
+        /// What the layer writer reported.
+        #[source]
+        source: Box<kiln_image::layer::LayerError>,
+    },
+    /// A layer kept as its snapshot no longer matches it: the snapshot's tree was
+    /// changed since the layer was committed.
+    #[error("layer {blob} does not match snapshot {chain_id} any more: its tree writes {actual}")]
+    SnapshotChanged {
+        /// The layer blob.
+        blob: Digest,
+        /// The snapshot that held it.
+        chain_id: ChainId,
+        /// The digest of the layer the tree writes now.
+        actual: Digest,
+    },
     /// A plain layer could not be compressed for a registry or cache.
     #[error("cannot compress layer {blob}")]
     Compress {
@@ -142,7 +164,9 @@ impl From<CacheError> for io::Error {
             | CacheError::BadMetadata { .. }
             | CacheError::BadManifest { .. }
             | CacheError::Unpack { .. }
-            | CacheError::Compress { .. } => io::ErrorKind::InvalidData,
+            | CacheError::Compress { .. }
+            | CacheError::FromSnapshot { .. }
+            | CacheError::SnapshotChanged { .. } => io::ErrorKind::InvalidData,
             CacheError::Io { source, .. } => source.kind(),
             CacheError::UnsupportedLayout { .. } => io::ErrorKind::Unsupported,
             CacheError::CrossDevice { .. } => io::ErrorKind::CrossesDevices,

@@ -153,6 +153,8 @@ pub(crate) fn collect(
     // short then leaves unreferenced blobs (collected next time), never a record
     // whose blobs are gone.
     forget_records_of(store, &doomed)?;
+    // A blob kept as a snapshot that goes, but wanted itself, is written out first.
+    let kept = kept_blobs_to_write_out(store, &doomed)?;
     let overlay = store.snapshotter(SnapshotMode::Overlay)?;
     for (target, planned_size) in doomed {
         match target {
@@ -164,6 +166,9 @@ pub(crate) fn collect(
                 report.blobs.push((digest, planned_size));
             }
             Target::Snapshot(mode, chain_id) => {
+                for digest in kept.get(&chain_id).into_iter().flatten() {
+                    store.content().write_out(digest)?;
+                }
                 let size = match mode {
                     SnapshotMode::Overlay => overlay.remove(&chain_id)?,
                     SnapshotMode::Copy => {
@@ -224,6 +229,24 @@ fn choose(plan: &Plan, options: &GcOptions) -> Vec<(Target, u64)> {
         }
     }
     doomed
+}
+
+/// The blobs kept as overlay snapshots in `doomed` that are not doomed themselves, by
+/// snapshot.
+fn kept_blobs_to_write_out(
+    store: &Store,
+    doomed: &[(Target, u64)],
+) -> Result<HashMap<ChainId, Vec<Digest>>, CacheError> {
+    let mut out: HashMap<ChainId, Vec<Digest>> = HashMap::new();
+    let doomed: HashSet<&Target> = doomed.iter().map(|(target, _)| target).collect();
+    for (digest, chain_id) in store.content().kept_layers()? {
+        if doomed.contains(&Target::Snapshot(SnapshotMode::Overlay, chain_id.clone()))
+            && !doomed.contains(&Target::Blob(digest.clone()))
+        {
+            out.entry(chain_id).or_default().push(digest);
+        }
+    }
+    Ok(out)
 }
 
 /// Removes the cache records that name any blob in `doomed`. Records that cannot be
@@ -323,13 +346,15 @@ fn plan(store: &Store, roots: &GcRoots) -> Result<Plan, CacheError> {
         overlay: HashMap::new(),
     };
     for blob in store.content().entries()? {
+        // A blob kept as its snapshot takes no space of its own: the snapshot counts it.
+        let size = if blob.in_snapshot { 0 } else { blob.size };
         plan.blobs.count += 1;
-        plan.blobs.bytes += blob.size;
+        plan.blobs.bytes += size;
         let tier = tier(&tagged.blobs, &cache.blobs, &blob.digest);
         if tier != Tier::Tagged {
             plan.candidates.push(Candidate {
                 target: Target::Blob(blob.digest),
-                size: blob.size,
+                size,
                 last_used: blob.last_used,
                 tier,
             });
@@ -421,7 +446,9 @@ impl Reach {
                 // Not (or no longer) present: nothing to keep, nothing to follow.
                 continue;
             };
-            if size > MAX_MANIFEST_SIZE {
+            // A blob kept as its snapshot is a layer a build made, never a manifest; reading
+            // it would write it out.
+            if size > MAX_MANIFEST_SIZE || content.in_snapshot(&digest) {
                 continue;
             }
             let bytes = content.read(&digest)?;

@@ -30,8 +30,8 @@ use crate::content::touch;
 use crate::scratch::{self, Swept};
 use crate::{CacheError, ChainId, ContentStore};
 
-const META: &str = "meta.json";
-const FS: &str = "fs";
+pub(crate) const META: &str = "meta.json";
+pub(crate) const FS: &str = "fs";
 const SCRATCH: &str = "tmp";
 
 /// How snapshots are laid out on disk; see the module docs.

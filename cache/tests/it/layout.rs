@@ -22,7 +22,7 @@ fn open_creates_the_versioned_layout() {
         std::fs::read_to_string(root.join("kiln-layout")).unwrap(),
         r#"{"layoutVersion":1}"#
     );
-    assert_eq!(names(&root.join("content-v1")), ["blobs", "ingest"]);
+    assert_eq!(names(&root.join("content-v1")), ["blobs", "ingest", "kept"]);
     assert_eq!(
         names(&root.join("snapshots-v1")),
         ["copy", "overlay", "tmp"]

@@ -2,6 +2,7 @@
 
 mod content;
 mod gc;
+mod kept;
 mod layout;
 mod snapshot;
 

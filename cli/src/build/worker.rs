@@ -4,25 +4,29 @@
 //! A step's result is a [`StateRef`]: a chain of layers (bottom first) or the build
 //! context. Chains are cheap to pass around; they are unpacked into snapshots only
 //! when a step actually runs on them, and a step's own changes (an overlay upper dir)
-//! become both its layer blob and, by rename, its snapshot, so the next step can run on
-//! it without unpacking anything.
+//! become, by rename, its snapshot, so the next step can run on it without unpacking
+//! anything; the layer is hashed from them, and unless it is small, kept as that
+//! snapshot until something reads its blob.
 
 use std::fs;
+use std::io::Write as _;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context as _, bail};
+use kiln_cache::content::SnapshotLayer;
 use kiln_cache::context::{ContextTree, IgnoreMatcher, Selection, StatCache, checksum};
 use kiln_cache::{
-    CacheIndex, CacheRecord, ChainId, ContentStore, LayerRecord, LayerRef, Snapshotter, Store,
+    CacheIndex, CacheRecord, ChainId, ContentStore, LayerRecord, LayerRef, SnapshotMode,
+    Snapshotter, Store,
 };
 use kiln_executor::{
     CancelToken, ExecRequest, Executor, Mount, MountKind, NetworkMode, OutputStream, RuncExecutor,
     SecurityMode,
 };
 use kiln_image::layer::{
-    ApplyOptions, Source as LayerSource, WriteOptions, apply_layer, write_layer,
+    ApplyOptions, Compression, Source as LayerSource, WriteOptions, apply_layer, write_layer,
 };
 use kiln_image::oci_spec::image::ImageManifest;
 use kiln_image::{BlobRead, Digest, Digester, ImageConfig};
@@ -35,6 +39,36 @@ use super::progress::Progress;
 use super::remote::RemoteCaches;
 use super::secrets::Secrets;
 use super::workspace::Workspace;
+
+/// Layers up to this size a build stores as blob files right away; larger ones are kept
+/// as their overlay snapshot until something reads them.
+const SMALL_LAYER: usize = 1 << 20;
+
+/// What a layer pass writes, kept while it is at most [`SMALL_LAYER`] bytes.
+#[derive(Default)]
+struct SmallLayer {
+    /// The bytes so far; `None` once there were too many.
+    bytes: Option<Vec<u8>>,
+    seen: usize,
+}
+
+impl std::io::Write for SmallLayer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.seen += buf.len();
+        if self.seen > SMALL_LAYER {
+            self.bytes = None;
+        } else {
+            self.bytes
+                .get_or_insert_with(Vec::new)
+                .extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 /// A solved step's filesystem.
 #[derive(Clone, Debug)]
@@ -481,6 +515,11 @@ impl WorkerParts {
     /// Writes the change set `changes` as a layer on top of `base`, and moves
     /// `snapshot` (the change set itself for overlay snapshots, the whole tree for
     /// copied ones) into the snapshot store as the result's snapshot.
+    ///
+    /// When the snapshot is the change set itself (an overlay snapshot), the layer is
+    /// only hashed: a layer larger than [`SMALL_LAYER`] is kept as the snapshot, which
+    /// writes the blob when something first reads it (see
+    /// [`ContentStore::keep_as_snapshot`]), so a build does not store its layers twice.
     pub(super) fn commit_tree(
         &self,
         base: &[LayerRecord],
@@ -490,17 +529,60 @@ impl WorkerParts {
     ) -> anyhow::Result<StateRef> {
         // A step that changed nothing still gets its (empty) layer, as in docker build.
         let content = self.store.content();
-        let mut writer = content.writer_hashed_by_caller()?;
         let options = WriteOptions {
             source,
             ..self.layer_options.clone()
         };
-        let layer = write_layer(changes, &mut writer, &options)?;
-        writer.commit(Some(&layer.digest))?;
         let parent = (!base.is_empty()).then(|| ChainId::prefixes(base.iter().map(|l| &l.diff_id)));
         let parent = parent.and_then(|chain| chain.last().cloned());
-        self.snapshots
-            .commit_dir(parent.as_ref(), &layer.diff_id, snapshot)?;
+        let in_snapshot = changes == snapshot
+            && self.snapshots.mode() == SnapshotMode::Overlay
+            && options.compression == Compression::None;
+        let layer = if in_snapshot {
+            let mut small = SmallLayer::default();
+            let layer = write_layer(changes, &mut small, &options)?;
+            let chain_id = ChainId::of(parent.as_ref(), &layer.diff_id);
+            let bytes = match small.bytes {
+                // The snapshot exists already (built from elsewhere), and ours is about to
+                // be dropped for it: keep the blob as a file.
+                None if self.snapshots.get(&chain_id)?.is_some()
+                    && !content.contains(&layer.digest) =>
+                {
+                    let mut writer = content.writer_hashed_by_caller()?;
+                    let written = write_layer(changes, &mut writer, &options)?;
+                    writer.commit(Some(&written.digest))?;
+                    None
+                }
+                bytes => bytes,
+            };
+            let info = self
+                .snapshots
+                .commit_dir(parent.as_ref(), &layer.diff_id, snapshot)?;
+            match bytes {
+                Some(bytes) => {
+                    let mut writer = content.writer_hashed_by_caller()?;
+                    writer.write_all(&bytes)?;
+                    writer.commit(Some(&layer.digest))?;
+                }
+                None => content.keep_as_snapshot(
+                    &layer.digest,
+                    &SnapshotLayer {
+                        chain_id: info.chain_id,
+                        size: layer.size,
+                        overlay_upper: source == LayerSource::OverlayUpper,
+                        source_date_epoch: options.source_date_epoch,
+                    },
+                )?,
+            }
+            layer
+        } else {
+            let mut writer = content.writer_hashed_by_caller()?;
+            let layer = write_layer(changes, &mut writer, &options)?;
+            writer.commit(Some(&layer.digest))?;
+            self.snapshots
+                .commit_dir(parent.as_ref(), &layer.diff_id, snapshot)?;
+            layer
+        };
         let mut layers = base.to_vec();
         layers.push(LayerRecord {
             diff_id: layer.diff_id,

@@ -63,12 +63,24 @@ impl Drop for Tmpfs<'_> {
     }
 }
 
-fn build(kiln: &Kiln, ctx: &Path) -> (bool, String) {
-    let out = kiln.run(&["build", "--progress", "plain", ctx.to_str().unwrap()]);
+fn build(kiln: &Kiln, ctx: &Path, extra: &[&str]) -> (bool, String) {
+    let mut args = vec!["build", "--progress", "plain"];
+    args.extend_from_slice(extra);
+    args.push(ctx.to_str().unwrap());
+    let out = kiln.run(&args);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// The lines of a build's output from its first error on.
+fn error_report(stderr: &str) -> String {
+    stderr
+        .lines()
+        .skip_while(|l| !l.contains("ERROR"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// `kiln store check` passes and nothing of a running kiln is left on the root.
@@ -91,37 +103,55 @@ fn a_full_disk_fails_the_step_clearly_and_the_store_stays_usable() {
     // snapshots under the root, and their layers go to the root's content store.
     let tmpfs = Tmpfs::mount(kiln.dir.path(), "64m");
     let ctx = busybox_context(&kiln.dir.path().join("ctx"), BUSYBOX_BASE);
-    let (ok, stderr) = build(&kiln, &ctx);
+    let (ok, stderr) = build(&kiln, &ctx, &[]);
     assert!(ok, "the base does not fit:\n{stderr}");
     let base_used = tmpfs.used();
 
-    // 40 MiB fits in the step's snapshot, but not twice: kiln runs out of space while
-    // writing the layer. 100 MiB does not fit at all: the step itself runs out (and
-    // busybox's dd says so).
-    for (count, who) in [(40, "kiln"), (100, "the step")] {
-        let step = format!("RUN dd if=/dev/urandom of=/big bs=1M count={count}");
-        fs::write(ctx.join("Dockerfile"), format!("{BUSYBOX_BASE}{step}\n")).unwrap();
-        let (ok, stderr) = build(&kiln, &ctx);
-        assert!(!ok, "{step} fitted in 64 MiB:\n{stderr}");
-        let report = stderr
-            .lines()
-            .skip_while(|l| !l.contains("ERROR"))
-            .collect::<Vec<_>>()
-            .join("\n");
-        assert!(
-            report.to_lowercase().contains("no space left on device"),
-            "{who} ran out of space without saying so:\n{stderr}"
-        );
-        assert!(report.contains(&step), "the step is not named:\n{stderr}");
-        store_is_sound(&kiln, &step);
-        let used = tmpfs.used();
-        assert!(
-            used < base_used + (4 << 20),
-            "{step} left {} KiB behind",
-            (used - base_used) >> 10
-        );
-        println!("{step} on 64 MiB ({who} runs out):\n{report}\n");
-    }
+    // 100 MiB does not fit at all: the step itself runs out (and busybox's dd says so).
+    let step = "RUN dd if=/dev/urandom of=/big bs=1M count=100";
+    fs::write(ctx.join("Dockerfile"), format!("{BUSYBOX_BASE}{step}\n")).unwrap();
+    let (ok, stderr) = build(&kiln, &ctx, &[]);
+    assert!(!ok, "{step} fitted in 64 MiB:\n{stderr}");
+    let report = error_report(&stderr);
+    assert!(
+        report.to_lowercase().contains("no space left on device"),
+        "the step ran out of space without saying so:\n{stderr}"
+    );
+    assert!(report.contains(step), "the step is not named:\n{stderr}");
+    store_is_sound(&kiln, step);
+    let used = tmpfs.used();
+    assert!(
+        used < base_used + (4 << 20),
+        "{step} left {} KiB behind",
+        (used - base_used) >> 10
+    );
+    println!("{step} on 64 MiB (the step runs out):\n{report}\n");
+
+    // 40 MiB fits in the step's snapshot, which is all a build keeps of it; exporting
+    // it needs a second copy as a blob, and kiln runs out of space writing that.
+    let step = "RUN dd if=/dev/urandom of=/big bs=1M count=40";
+    fs::write(ctx.join("Dockerfile"), format!("{BUSYBOX_BASE}{step}\n")).unwrap();
+    let (ok, stderr) = build(&kiln, &ctx, &[]);
+    assert!(ok, "{step} did not fit once:\n{stderr}");
+    let archive = kiln.dir.path().join("image.tar");
+    let output = format!(
+        "type=oci,dest={},compression=uncompressed",
+        archive.display()
+    );
+    let (ok, stderr) = build(&kiln, &ctx, &["-o", &output]);
+    assert!(!ok, "the export of {step} fitted in 64 MiB:\n{stderr}");
+    assert!(
+        stderr.to_lowercase().contains("no space left on device"),
+        "kiln ran out of space without saying so:\n{stderr}"
+    );
+    store_is_sound(&kiln, "the export");
+    let used = tmpfs.used();
+    assert!(
+        used < base_used + (44 << 20),
+        "the export left {} KiB behind besides the step's snapshot",
+        (used - base_used) >> 10
+    );
+    println!("exporting {step} on 64 MiB (kiln runs out):\n{stderr}\n");
 
     // What still fits builds.
     fs::write(
@@ -129,7 +159,7 @@ fn a_full_disk_fails_the_step_clearly_and_the_store_stays_usable() {
         format!("{BUSYBOX_BASE}RUN head -c 1m /dev/urandom > /small\n"),
     )
     .unwrap();
-    let (ok, stderr) = build(&kiln, &ctx);
+    let (ok, stderr) = build(&kiln, &ctx, &[]);
     assert!(ok, "a small step after a full disk:\n{stderr}");
 
     // With room again, the big step builds, and the store is still sound.
@@ -139,7 +169,7 @@ fn a_full_disk_fails_the_step_clearly_and_the_store_stays_usable() {
         format!("{BUSYBOX_BASE}RUN dd if=/dev/urandom of=/big bs=1M count=40\n"),
     )
     .unwrap();
-    let (ok, stderr) = build(&kiln, &ctx);
+    let (ok, stderr) = build(&kiln, &ctx, &[]);
     assert!(ok, "the big step once there is room:\n{stderr}");
     store_is_sound(&kiln, "the builds that fitted");
 }

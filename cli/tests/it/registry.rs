@@ -616,3 +616,57 @@ fn a_hostile_layer_from_a_registry_writes_nothing_outside_and_fails_clearly() {
     assert_eq!(fs::read_dir(&sentinel_dir).unwrap().count(), 1);
     kiln.ok(&["store", "check"]);
 }
+
+/// The file names under `dir`, none if it does not exist.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn layers_kept_as_their_snapshots_are_written_out_exactly_when_pushed() {
+    let registry = Registry::start();
+    let kiln = Kiln::new();
+    let dockerfile = format!(
+        "{BASE}RUN dd if=/dev/urandom of=/big bs=1M count=3 2>/dev/null && sha256sum /big > /big.sum\n"
+    );
+    let ctx = context(&kiln, &dockerfile, &[]);
+    let name = format!("{}/kiln/big:1", registry.host());
+    let (_, _, id) = built_image(&kiln, &ctx, &["-t", &name]);
+
+    // The build hashed its large layers (the busybox COPY and the 3 MiB RUN) without
+    // storing them a second time: they live in their snapshots.
+    let kept_dir = kiln.root().join("content-v1/kept");
+    let blobs_dir = kiln.root().join("content-v1/blobs/sha256");
+    let kept = names_in(&kept_dir);
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    for hex in &kept {
+        assert!(!blobs_dir.join(hex).exists(), "{hex} stored twice");
+    }
+    kiln.ok(&["store", "check"]);
+
+    kiln.ok(&["push", &name]);
+    // Read for the push, they were written out (and checked) as blobs of their own.
+    assert!(names_in(&kept_dir).is_empty());
+    for hex in &kept {
+        assert!(blobs_dir.join(hex).is_file());
+    }
+    kiln.ok(&["store", "check"]);
+
+    // What the registry holds is the image that was built, byte for byte.
+    let fresh = Kiln::new();
+    fresh.ok(&["pull", "-q", &name]);
+    let images = fresh.ok(&["images", "--no-trunc", "--format", "json"]);
+    assert!(images.contains(&id), "{images}");
+    let ctx = context(
+        &fresh,
+        &format!("FROM {name}\nRUN sha256sum -c /big.sum\n"),
+        &[],
+    );
+    build(&fresh, &ctx, &[]);
+}
