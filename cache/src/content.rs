@@ -23,7 +23,8 @@ use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use kiln_image::layer::{Compression, Source, WriteOptions, write_layer};
+use kiln_image::layer::{Compression, LayerDescriptor, Source, WriteOptions, write_layer};
+use kiln_image::media_type::Flavor;
 use kiln_image::{BlobRead, BlobWrite, Digest, Digester};
 use tempfile::NamedTempFile;
 
@@ -216,6 +217,36 @@ impl ContentStore {
             }
             _ => Ok(()),
         }
+    }
+
+    /// Writes a blob kept as its snapshot (and not written out) straight from the
+    /// snapshot's tree into `out`, compressed with `compression`, as a layer of
+    /// `flavor`; `None`, writing nothing, when the blob is not kept that way. The
+    /// caller checks the returned diff ID against the plain blob's digest.
+    pub fn write_kept<W: Write>(
+        &self,
+        d: &Digest,
+        out: &mut W,
+        compression: Compression,
+        flavor: Flavor,
+    ) -> Result<Option<LayerDescriptor>, CacheError> {
+        if !self.in_snapshot(d) {
+            return Ok(None);
+        }
+        let Some(layer) = self.snapshot_layer(d)? else {
+            return Ok(None);
+        };
+        let tree = self
+            .snapshot_tree(&layer.chain_id)
+            .ok_or_else(|| CacheError::BlobNotFound(d.clone()))?;
+        let options = WriteOptions {
+            compression,
+            flavor,
+            ..layer.write_options()
+        };
+        write_layer(&tree, out, &options)
+            .map(Some)
+            .map_err(|source| self.unwritable(d, &layer, source))
     }
 
     /// What a blob kept as its snapshot hashes to now, written from the snapshot's tree

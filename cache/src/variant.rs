@@ -51,19 +51,26 @@ pub fn compressed(
             ..known
         });
     }
-    let plain = content.open_blob(&layer.blob)?;
     let mut writer = content.writer_hashed_by_caller()?;
-    let written = compress_layer(
-        BufReader::with_capacity(1 << 20, plain),
-        &mut writer,
-        compression,
-        None,
-        flavor,
-    )
-    .map_err(|source| CacheError::Compress {
-        blob: layer.blob.clone(),
-        source: Box::new(source),
-    })?;
+    // A layer kept as its snapshot is compressed straight from the snapshot's tree,
+    // without writing the plain blob out first.
+    let written = match content.write_kept(&layer.blob, &mut writer, compression, flavor)? {
+        Some(written) => written,
+        None => {
+            let plain = content.open_blob(&layer.blob)?;
+            compress_layer(
+                BufReader::with_capacity(1 << 20, plain),
+                &mut writer,
+                compression,
+                None,
+                flavor,
+            )
+            .map_err(|source| CacheError::Compress {
+                blob: layer.blob.clone(),
+                source: Box::new(source),
+            })?
+        }
+    };
     // What was read is what was compressed: a plain blob that changed on disk is not
     // passed on under its name.
     if written.diff_id != layer.blob {

@@ -6,9 +6,12 @@ use std::fs;
 use std::io::Read;
 
 use kiln_cache::content::SnapshotLayer;
-use kiln_cache::{CacheError, ChainId, GcOptions, GcRoots, Problem, SnapshotMode, Store};
+use kiln_cache::{
+    CacheError, ChainId, GcOptions, GcRoots, LayerRecord, Problem, SnapshotMode, Store, variant,
+};
 use kiln_image::Digest;
-use kiln_image::layer::{Compression, Source, WriteOptions, write_layer};
+use kiln_image::layer::{Compression, Source, WriteOptions, compress_layer, write_layer};
+use kiln_image::media_type::Flavor;
 
 use crate::TestContext;
 
@@ -208,4 +211,37 @@ fn collecting_a_kept_layer_leaves_a_wanted_snapshot() {
             .unwrap()
             .is_some()
     );
+}
+
+#[test]
+fn a_kept_layer_is_compressed_from_its_snapshot_without_being_written_out() {
+    let ctx = TestContext::new();
+    let store = Store::open(ctx.path()).unwrap();
+    let content = store.content();
+    let (digest, _, bytes) = kept_layer(&store);
+    let layer = LayerRecord {
+        diff_id: digest.clone(),
+        blob: digest.clone(),
+        size: bytes.len() as u64,
+        media_type: "application/vnd.oci.image.layer.v1.tar".to_owned(),
+        created: 0,
+    };
+    let gzip = variant::compressed(content, &store.index(), &layer, Compression::Gzip).unwrap();
+    assert!(
+        !content.path(&digest).exists(),
+        "the plain layer was written out"
+    );
+    // The variant is what compressing the plain bytes gives.
+    let mut expected = Vec::new();
+    let from_bytes = compress_layer(
+        &bytes[..],
+        &mut expected,
+        Compression::Gzip,
+        None,
+        Flavor::Oci,
+    )
+    .unwrap();
+    assert_eq!(gzip.blob, from_bytes.digest);
+    assert_eq!(gzip.diff_id, digest);
+    assert_eq!(content.read(&gzip.blob).unwrap(), expected);
 }
