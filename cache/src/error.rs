@@ -67,6 +67,19 @@ pub enum CacheError {
         #[source]
         source: serde_json::Error,
     },
+    /// A journal of an earlier boot names snapshots that may be incomplete on disk, and
+    /// they could not all be removed; until they are, the store must not be used.
+    #[error(
+        "cannot remove the snapshots named in {}, which a crash may have left incomplete",
+        journal.display()
+    )]
+    Recovery {
+        /// The journal file.
+        journal: PathBuf,
+        /// What failed.
+        #[source]
+        source: Box<CacheError>,
+    },
     /// The snapshot is not in the snapshot store.
     #[error("snapshot {0} does not exist")]
     SnapshotNotFound(ChainId),
@@ -171,7 +184,7 @@ impl From<CacheError> for io::Error {
             CacheError::UnsupportedLayout { .. } => io::ErrorKind::Unsupported,
             CacheError::CrossDevice { .. } => io::ErrorKind::CrossesDevices,
             CacheError::NoLayers => io::ErrorKind::InvalidInput,
-            CacheError::Index(_) => io::ErrorKind::Other,
+            CacheError::Index(_) | CacheError::Recovery { .. } => io::ErrorKind::Other,
         };
         io::Error::new(kind, err)
     }

@@ -15,6 +15,7 @@ pub mod context;
 mod error;
 pub mod gc;
 pub mod index;
+mod journal;
 pub mod lock;
 pub mod remote;
 pub mod root;

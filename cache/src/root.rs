@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use crate::check::{self, CheckReport};
 use crate::gc::{self, DiskUsage, GcOptions, GcReport, GcRoots};
+use crate::journal::{self, Journal};
 use crate::lock::{STEP_LOCKS_DIR, StepLocks};
 use crate::scratch;
 use crate::snapshot::{SnapshotMode, Snapshotter};
@@ -47,6 +48,8 @@ pub struct Store {
     root: PathBuf,
     lock: File,
     content: ContentStore,
+    /// Shared by every snapshotter of this store, so this process appends to one file.
+    journal: Journal,
 }
 
 impl Store {
@@ -57,7 +60,17 @@ impl Store {
     /// leaves nothing behind for longer than until the next command. That sweep is
     /// housekeeping: if it fails, the store still opens, and `kiln prune` or
     /// `kiln store check` report what is left.
+    ///
+    /// Such a process first settles the snapshot journals (`journal-v1/`, see
+    /// `docs/storage.md`): after a restart of the machine, it removes the snapshots
+    /// committed shortly before, which may be incomplete on disk. That is not
+    /// housekeeping: if it fails, so does `open`, with an error naming the journal.
     pub fn open(root: &Path) -> Result<Store, CacheError> {
+        Store::open_with_journal(root, Journal::new(root))
+    }
+
+    /// [`Store::open`], with `journal` as the journal of this process.
+    pub(crate) fn open_with_journal(root: &Path, journal: Journal) -> Result<Store, CacheError> {
         fs::create_dir_all(root).map_err(CacheError::io("create", root))?;
         let lock_path = root.join(LOCK_FILE);
         let lock = File::options()
@@ -78,9 +91,10 @@ impl Store {
                 return Err(CacheError::io("lock", &lock_path)(e));
             }
         };
-        let opened = Store::open_locked(root, lock);
+        let opened = Store::open_locked(root, lock, journal);
         let store = match opened {
             Ok(store) if alone => {
+                journal::settle(&store)?;
                 store.sweep_alone();
                 store
                     .lock
@@ -93,7 +107,7 @@ impl Store {
         Ok(store)
     }
 
-    fn open_locked(root: &Path, lock: File) -> Result<Store, CacheError> {
+    fn open_locked(root: &Path, lock: File, journal: Journal) -> Result<Store, CacheError> {
         check_layout(root)?;
         let content = ContentStore::open(&root.join(CONTENT_DIR))?;
         for mode in SnapshotMode::ALL {
@@ -103,6 +117,7 @@ impl Store {
             root: root.to_owned(),
             lock,
             content,
+            journal,
         })
     }
 
@@ -144,7 +159,12 @@ impl Store {
 
     /// The snapshots of one layout.
     pub fn snapshotter(&self, mode: SnapshotMode) -> Result<Snapshotter, CacheError> {
-        Snapshotter::open(&self.root.join(SNAPSHOTS_DIR), mode)
+        Snapshotter::open_with_journal(&self.root.join(SNAPSHOTS_DIR), mode, self.journal.clone())
+    }
+
+    /// The journal this process records its snapshot commits in.
+    pub(crate) fn journal(&self) -> &Journal {
+        &self.journal
     }
 
     /// The locks that let one process at a time execute a step; see [`crate::lock`].

@@ -10,12 +10,16 @@
 //!   directory; nothing is shared and nothing depends on a parent.
 //!
 //! A snapshot is built in a scratch directory (see `docs/storage.md`) holding `fs/` and
-//! `meta.json`, synced, and renamed to `<mode>/<chain hex>`. A rename onto an existing
-//! snapshot fails, so when two processes build the same one, the first rename wins and
-//! the other discards its copy: both get the same snapshot. Within a process, steps
-//! that need the same missing snapshot at once (parallel stages on one base) wait for
-//! one of them to unpack it instead of each unpacking a copy. The modification time of
-//! `meta.json` is the snapshot's last use.
+//! `meta.json`, recorded in the store's journal, and renamed to `<mode>/<chain hex>`.
+//! Its files are not flushed: after a crash of the machine, the next process to open the
+//! store removes the snapshots the journal names (those committed shortly before the
+//! crash among them), so none is used half-written. Where no journal can be kept, each
+//! commit flushes the filesystem instead. A rename onto an existing snapshot fails, so
+//! when two processes build the same one, the first rename wins and the other discards
+//! its copy: both get the same snapshot. Within a process, steps that need the same
+//! missing snapshot at once (parallel stages on one base) wait for one of them to unpack
+//! it instead of each unpacking a copy. The modification time of `meta.json` is the
+//! snapshot's last use.
 
 use std::fs::{self, File};
 use std::io;
@@ -27,6 +31,7 @@ use kiln_image::Digest;
 use kiln_image::layer::{ApplyOptions, WhiteoutMode, apply_layer};
 
 use crate::content::touch;
+use crate::journal::{self, Journal};
 use crate::scratch::{self, Swept};
 use crate::{CacheError, ChainId, ContentStore};
 
@@ -171,14 +176,27 @@ static UNPACKING: Unpacking = Unpacking::new();
 pub struct Snapshotter {
     root: PathBuf,
     mode: SnapshotMode,
+    journal: Journal,
 }
 
 impl Snapshotter {
-    /// Opens the snapshots of `mode` in `dir`, creating folders as needed.
+    /// Opens the snapshots of `mode` in `dir`, creating folders as needed. `dir` is the
+    /// `snapshots-v1` folder of a store root: commits are journaled in that root.
     pub fn open(dir: &Path, mode: SnapshotMode) -> Result<Snapshotter, CacheError> {
+        let journal = Journal::new(dir.parent().unwrap_or(dir));
+        Snapshotter::open_with_journal(dir, mode, journal)
+    }
+
+    /// [`Snapshotter::open`], recording commits in `journal`.
+    pub(crate) fn open_with_journal(
+        dir: &Path,
+        mode: SnapshotMode,
+        journal: Journal,
+    ) -> Result<Snapshotter, CacheError> {
         let s = Snapshotter {
             root: dir.to_owned(),
             mode,
+            journal,
         };
         for d in [s.mode_dir(), s.root.join(SCRATCH)] {
             fs::create_dir_all(&d).map_err(CacheError::io("create", &d))?;
@@ -375,6 +393,17 @@ impl Snapshotter {
         self.discard(dir)
     }
 
+    /// Removes the entry `name` of this mode's folder, if there is one, like
+    /// [`Snapshotter::remove_dir`]. `name` must be a plain file name.
+    pub(crate) fn remove_named(&self, name: &str) -> Result<(), CacheError> {
+        let dir = self.mode_dir().join(name);
+        match fs::symlink_metadata(&dir) {
+            Ok(_) => self.discard(&dir),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(CacheError::io("stat", &dir)(e)),
+        }
+    }
+
     /// Removes mode directory entries that are not valid snapshots (a missing or
     /// unreadable `meta.json`), returning what they held.
     pub(crate) fn remove_broken(&self, dry_run: bool) -> Result<Swept, CacheError> {
@@ -430,9 +459,9 @@ impl Snapshotter {
         content.touch(&layer.blob)
     }
 
-    /// Writes `meta.json` into a staged snapshot (its `fs/` filled), syncs it and renames
-    /// it into place; a snapshot that appeared meanwhile wins and the staged one is
-    /// dropped.
+    /// Writes `meta.json` into a staged snapshot (its `fs/` filled), records it in the
+    /// journal and renames it into place; a snapshot that appeared meanwhile wins and the
+    /// staged one is dropped.
     fn install(
         &self,
         staging: ScratchDir,
@@ -449,17 +478,27 @@ impl Snapshotter {
         let meta_path = staging.path().join(META);
         let json = serde_json::to_vec_pretty(&meta).expect("snapshot metadata serialises");
         fs::write(&meta_path, json).map_err(CacheError::io("write", &meta_path))?;
-        // One syncfs flushes the unpacked files and the metadata before the rename makes
-        // them visible as a snapshot.
-        let handle = File::open(staging.path()).map_err(CacheError::io("open", staging.path()))?;
-        rustix::fs::syncfs(&handle)
-            .map_err(|e| CacheError::io("sync", staging.path())(e.into()))?;
+        // The journal entry reaches the disk before the rename can, so after a crash the
+        // snapshot is removed rather than used with files that were never written back.
+        // Without a journal, one syncfs flushes the unpacked files and the metadata
+        // before the rename makes them visible, and the rename itself is synced.
+        let journaled = self
+            .journal
+            .record(&journal::Entry::snapshot(self.mode, &chain_id))?;
+        if !journaled {
+            let handle =
+                File::open(staging.path()).map_err(CacheError::io("open", staging.path()))?;
+            rustix::fs::syncfs(&handle)
+                .map_err(|e| CacheError::io("sync", staging.path())(e.into()))?;
+        }
 
         let target = self.dir_of(&chain_id);
         for _ in 0..2 {
             match fs::rename(staging.path(), &target) {
                 Ok(()) => {
-                    scratch::sync_dir(&self.mode_dir())?;
+                    if !journaled {
+                        scratch::sync_dir(&self.mode_dir())?;
+                    }
                     return self
                         .get(&chain_id)?
                         .ok_or(CacheError::SnapshotNotFound(chain_id));
