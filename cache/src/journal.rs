@@ -10,7 +10,9 @@
 //! * After a crash of the machine, the first process to open the store ([`settle`])
 //!   removes every snapshot named in a journal of an earlier boot, which covers the
 //!   snapshots committed in the last moments before the crash. One of those is rebuilt
-//!   from its blobs when it is next needed instead of being used half-written.
+//!   from its blobs when it is next needed instead of being used half-written. A
+//!   snapshot that holds a layer kept as it (the layer's only copy) is instead checked:
+//!   it stays if its tree still writes that layer's digest.
 //!
 //! A journal file is `<boot id>.<pid>.<random>`, the boot id being the kernel's
 //! (`/proc/sys/kernel/random/boot_id`), which is new at every boot. Its writer holds an
@@ -20,12 +22,15 @@
 //! the boot id cannot be read there is no journal, and each commit flushes the
 //! filesystem itself.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime};
+
+use kiln_image::Digest;
 
 use crate::root::Store;
 use crate::scratch;
@@ -309,10 +314,32 @@ fn recover(store: &Store, path: &Path) -> Result<(), CacheError> {
     (&handle)
         .read_to_end(&mut bytes)
         .map_err(CacheError::io("read", path))?;
+    // Layers kept as their snapshot (see `ContentStore::keep_as_snapshot`) have no other
+    // copy, so their snapshots are checked, not dropped: one whose tree still writes
+    // every layer kept in it stays.
+    let mut kept: HashMap<String, Vec<Digest>> = HashMap::new();
+    for (digest, chain_id) in store.content().kept_layers()? {
+        kept.entry(chain_id.digest().hex().to_owned())
+            .or_default()
+            .push(digest);
+    }
     for entry in entries(&bytes) {
         match entry {
-            // Each removal syncs the mode folder before the journal can go.
-            Entry::Snapshot { mode, name } => store.snapshotter(mode)?.remove_named(&name)?,
+            Entry::Snapshot { mode, name } => {
+                let intact = mode == SnapshotMode::Overlay
+                    && kept.get(&name).is_some_and(|layers| {
+                        layers.iter().all(|d| {
+                            store
+                                .content()
+                                .hash_kept(d)
+                                .is_ok_and(|actual| actual == *d)
+                        })
+                    });
+                if !intact {
+                    // Each removal syncs the mode folder before the journal can go.
+                    store.snapshotter(mode)?.remove_named(&name)?;
+                }
+            }
         }
     }
     match fs::remove_file(path) {
@@ -500,6 +527,56 @@ mod tests {
         assert_eq!(rebuilt.chain_id, top.chain_id);
         let dirs = snaps.lowerdirs(&top.chain_id).unwrap();
         assert!(dirs[0].join("b").is_file() && dirs[1].join("a").is_file());
+    }
+
+    /// Commits a snapshot whose tree writes a plain layer, kept as that snapshot.
+    fn kept_snapshot(store: &Store, content: &str) -> (Digest, SnapshotInfo) {
+        use kiln_image::layer::{Compression, WriteOptions, write_layer};
+        let snaps = store.snapshotter(SnapshotMode::Overlay).unwrap();
+        let scratch = snaps.scratch().unwrap();
+        let tree = scratch.path().join("tree");
+        fs::create_dir(&tree).unwrap();
+        fs::write(tree.join("f"), content).unwrap();
+        let options = WriteOptions {
+            compression: Compression::None,
+            ..WriteOptions::default()
+        };
+        let layer = write_layer(&tree, &mut io::sink(), &options).unwrap();
+        let info = snaps.commit_dir(None, &layer.diff_id, &tree).unwrap();
+        let record = crate::content::SnapshotLayer {
+            chain_id: info.chain_id.clone(),
+            size: layer.size,
+            overlay_upper: false,
+            source_date_epoch: None,
+        };
+        store
+            .content()
+            .keep_as_snapshot(&layer.digest, &record)
+            .unwrap();
+        (layer.digest, info)
+    }
+
+    #[test]
+    fn after_a_restart_a_snapshot_holding_a_kept_layer_is_checked_not_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let (intact, changed) = {
+            let store = open_at(root, Some(THIS_BOOT));
+            (
+                kept_snapshot(&store, "intact"),
+                kept_snapshot(&store, "changed"),
+            )
+        };
+        // The crash lost a write of the second one.
+        fs::write(changed.1.fs.join("f"), "").unwrap();
+
+        let store = open_at(root, Some(NEXT_BOOT));
+        let snaps = store.snapshotter(SnapshotMode::Overlay).unwrap();
+        assert!(snaps.get(&intact.1.chain_id).unwrap().is_some());
+        assert!(store.content().contains(&intact.0));
+        assert!(snaps.get(&changed.1.chain_id).unwrap().is_none());
+        assert!(!store.content().contains(&changed.0));
+        assert!(journals(root).is_empty());
     }
 
     #[test]
