@@ -5,12 +5,18 @@
 //! the step's layer. The options are fixed so that the upper dir is a plain layer diff:
 //! `index=off` lets the same lower dirs serve many overlays at once, `redirect_dir=off`
 //! and `metacopy=off` keep renamed directories and chowned files as full copies instead
-//! of xattr references into the lowers that a layer tar cannot express.
+//! of xattr references into the lowers that a layer tar cannot express. Where the
+//! kernel has it (5.10 and later), `volatile` is added: overlayfs then neither flushes
+//! the upper dir when the overlay is unmounted nor turns the step's own `fsync` calls
+//! into disk writes. The upper dir is written back by the kernel in its own time, like
+//! any file; whether it reached the disk before a crash of the machine is the
+//! snapshot journal's concern (see the cache crate), not each step's.
 
 use std::ffi::CString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::mount::{MountFlags, UnmountFlags};
 
@@ -133,22 +139,53 @@ pub enum MountError {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LinuxMounter;
 
+/// Whether overlayfs refused `volatile` once (a kernel older than 5.10): then it is not
+/// asked for again.
+static NO_VOLATILE: AtomicBool = AtomicBool::new(false);
+
 impl Mounter for LinuxMounter {
     fn mount_overlay(&self, overlay: &OverlayMount, target: &Path) -> Result<(), MountError> {
-        let options = CString::new(overlay.options()?).map_err(|_| MountError::UnusablePath {
-            path: target.to_owned(),
-        })?;
-        rustix::mount::mount(
-            "overlay",
-            target,
-            "overlay",
-            MountFlags::empty(),
-            options.as_c_str(),
-        )
-        .map_err(|errno| MountError::Mount {
-            target: target.to_owned(),
-            source: errno.into(),
-        })
+        let options = overlay.options()?;
+        let mount = |options: Vec<u8>| {
+            let options = CString::new(options).map_err(|_| MountError::UnusablePath {
+                path: target.to_owned(),
+            })?;
+            rustix::mount::mount(
+                "overlay",
+                target,
+                "overlay",
+                MountFlags::empty(),
+                options.as_c_str(),
+            )
+            .map_err(|errno| MountError::Mount {
+                target: target.to_owned(),
+                source: errno.into(),
+            })
+        };
+        // A volatile overlay leaves this mark in its work dir, and overlayfs refuses to
+        // mount that work dir again while it is there. Within one boot an unmounted
+        // overlay's upper dir is whole (the page cache has it), so the mark can go; scratch
+        // of an earlier boot is never mounted again, only removed.
+        let mark = overlay.work.join("work").join("incompat").join("volatile");
+        if mark.exists() {
+            std::fs::remove_dir_all(&mark).map_err(|source| MountError::Mount {
+                target: target.to_owned(),
+                source,
+            })?;
+        }
+        if !NO_VOLATILE.load(Ordering::Relaxed) {
+            let mut volatile = options.clone();
+            volatile.extend_from_slice(b",volatile");
+            match mount(volatile) {
+                Err(MountError::Mount { source, .. })
+                    if source.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) =>
+                {
+                    NO_VOLATILE.store(true, Ordering::Relaxed);
+                }
+                mounted => return mounted,
+            }
+        }
+        mount(options)
     }
 
     fn unmount(&self, target: &Path) -> Result<(), MountError> {
