@@ -78,6 +78,15 @@ impl Runc {
         &self.binary
     }
 
+    /// Whether runc has state for container `id` (anything that is not certainly
+    /// absent counts).
+    fn knows(&self, id: &str) -> bool {
+        !matches!(
+            std::fs::symlink_metadata(self.root.join(id)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound
+        )
+    }
+
     fn command(&self) -> Command {
         let mut cmd = Command::new(&self.binary);
         cmd.arg("--root").arg(&self.root);
@@ -161,11 +170,25 @@ impl Runtime for Runc {
     }
 
     fn delete(&self, id: &str) -> Result<(), RuntimeError> {
+        // runc keeps a container's state in `<root>/<id>/`, and a container run in the
+        // foreground removes it itself when it ends; with no state there is nothing to
+        // delete, and no runc to start for it.
+        if !self.knows(id) {
+            return Ok(());
+        }
         self.output("delete", id, &[OsStr::new("--force"), OsStr::new(id)])
             .map(drop)
     }
 
     fn list(&self) -> Result<Vec<String>, RuntimeError> {
+        // An empty (or absent) state directory lists nothing; asking runc is for the rest.
+        let empty = match std::fs::read_dir(&self.root) {
+            Ok(mut entries) => entries.next().is_none(),
+            Err(e) => e.kind() == io::ErrorKind::NotFound,
+        };
+        if empty {
+            return Ok(Vec::new());
+        }
         let output = self.output("list", "", &[OsStr::new("--quiet")])?;
         Ok(String::from_utf8_lossy(&output.stdout)
             .lines()
@@ -173,5 +196,34 @@ impl Runtime for Runc {
             .filter(|id| !id.is_empty())
             .map(str::to_owned)
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A runtime whose binary does not exist: any command it starts fails.
+    fn unstartable(root: &Path) -> Runc {
+        Runc::new("/nonexistent/runc", root)
+    }
+
+    #[test]
+    fn nothing_to_list_or_delete_starts_no_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("state");
+        let runc = unstartable(&root);
+        assert_eq!(runc.list().unwrap(), Vec::<String>::new());
+        std::fs::create_dir(&root).unwrap();
+        assert_eq!(runc.list().unwrap(), Vec::<String>::new());
+        runc.delete("kiln-1-0-gone").unwrap();
+
+        // Once runc has state, it is asked.
+        std::fs::create_dir(root.join("kiln-1-1-left")).unwrap();
+        assert!(matches!(runc.list(), Err(RuntimeError::Spawn { .. })));
+        assert!(matches!(
+            runc.delete("kiln-1-1-left"),
+            Err(RuntimeError::Spawn { .. })
+        ));
     }
 }
