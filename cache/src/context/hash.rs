@@ -19,8 +19,9 @@ use std::fs::{self, File, Metadata};
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use kiln_image::{Digest, Digester};
@@ -63,11 +64,15 @@ fn ctime_ns(meta: &Metadata) -> i128 {
     meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128
 }
 
+type Entries = HashMap<PathBuf, StatEntry>;
+
 /// Remembered file digests, optionally kept in a file between builds.
 #[derive(Default)]
 pub struct StatCache {
     file: Option<PathBuf>,
-    entries: Mutex<HashMap<PathBuf, StatEntry>>,
+    /// The file being read in the background, until the entries are first needed.
+    loading: Mutex<Option<JoinHandle<Entries>>>,
+    entries: OnceLock<Mutex<Entries>>,
     dirty: AtomicBool,
 }
 
@@ -79,16 +84,47 @@ impl StatCache {
 
     /// A cache kept in `file`. A missing or unreadable file starts an empty cache: the
     /// cache only ever saves work, it is never needed for correctness.
+    ///
+    /// The file is read and parsed on a thread of its own while the build starts (a
+    /// large context's cache takes tens of milliseconds to parse, about as long as
+    /// walking the context); the first lookup waits for it.
     pub fn open(file: PathBuf) -> StatCache {
-        let entries = fs::read(&file)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .unwrap_or_default();
+        let path = file.clone();
+        let read = move || -> Entries {
+            fs::read(&path)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+                .unwrap_or_default()
+        };
+        let (loading, entries) = match std::thread::Builder::new()
+            .name("stat-cache".into())
+            .spawn(read.clone())
+        {
+            Ok(handle) => (Some(handle), OnceLock::new()),
+            Err(_) => (None, OnceLock::from(Mutex::new(read()))),
+        };
         StatCache {
             file: Some(file),
-            entries: Mutex::new(entries),
+            loading: Mutex::new(loading),
+            entries,
             dirty: AtomicBool::new(false),
         }
+    }
+
+    /// The entries, once the file is read.
+    fn entries(&self) -> &Mutex<Entries> {
+        self.entries.get_or_init(|| {
+            let loading = self
+                .loading
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            Mutex::new(
+                loading
+                    .and_then(|handle| handle.join().ok())
+                    .unwrap_or_default(),
+            )
+        })
     }
 
     /// Writes the cache back to its file (temp file, then rename) if anything changed.
@@ -103,7 +139,7 @@ impl StatCache {
         fs::create_dir_all(dir)?;
         let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
         {
-            let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            let entries = self.entries().lock().unwrap_or_else(|e| e.into_inner());
             serde_json::to_writer(io::BufWriter::new(tmp.as_file_mut()), &*entries)?;
         }
         tmp.as_file().sync_all()?;
@@ -113,7 +149,10 @@ impl StatCache {
 
     /// How many file digests the cache holds.
     pub fn len(&self) -> usize {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.entries()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 
     /// Whether the cache holds nothing.
@@ -125,7 +164,7 @@ impl StatCache {
     /// read (rather than remembered).
     fn file_facts(&self, path: &Path, meta: &Metadata) -> Result<FileFacts, ContextError> {
         let known = self
-            .entries
+            .entries()
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(path)
@@ -155,7 +194,7 @@ impl StatCache {
         // as old as the mtime must be for the digest.
         let settled = |t: i128| now_ns - t > 2_000_000_000;
         if settled(mtime_ns(meta)) {
-            self.entries
+            self.entries()
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(
@@ -545,12 +584,12 @@ mod tests {
         let (first, _) = t.sum_with(&[], &cache, &select(&["a"])).unwrap();
         // The digest is remembered (the mtime is old) but not the attributes: the
         // ctime, which setting one moved, is fresh.
-        let entry = cache.entries.lock().unwrap().get(&path).cloned().unwrap();
+        let entry = cache.entries().lock().unwrap().get(&path).cloned().unwrap();
         assert_eq!(entry.xattrs, None, "ctime is fresh");
         // An entry as a later build finds it, with the attributes remembered (made up,
         // to tell them from the file's own).
         let aged = StatCache::in_memory();
-        aged.entries.lock().unwrap().insert(
+        aged.entries().lock().unwrap().insert(
             path.clone(),
             StatEntry {
                 xattrs: Some(vec![(b"user.kiln.test".to_vec(), b"remembered".to_vec())]),

@@ -338,14 +338,16 @@ impl<'a> ContextTree<'a> {
         if !is_dir {
             return Ok(true);
         }
+        // Each child is stat'ed relative to the open directory (`fstatat`), not by its
+        // whole path: a context of many files spends its walk in path lookups otherwise.
         let mut children: Vec<_> = fs::read_dir(&abs)
             .map_err(io_at(&abs))?
-            .map(|e| e.map(|e| e.file_name()))
+            .map(|e| e.map(|e| (e.file_name(), e.metadata())))
             .collect::<Result<_, _>>()
             .map_err(io_at(&abs))?;
-        children.sort();
+        children.sort_by(|a, b| a.0.cmp(&b.0));
         let mut kept_any = false;
-        for name in children {
+        for (name, child_meta) in children {
             let name_str = name.to_string_lossy();
             let child_rel = if rel == "." {
                 name_str.to_string()
@@ -358,7 +360,7 @@ impl<'a> ContextTree<'a> {
                 format!("{sel_rel}/{name_str}")
             };
             let child_abs = abs.join(&name);
-            let child_meta = fs::symlink_metadata(&child_abs).map_err(io_at(&child_abs))?;
+            let child_meta = child_meta.map_err(io_at(&child_abs))?;
             let walk = Walk {
                 excludes,
                 out: &mut *out,
