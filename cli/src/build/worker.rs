@@ -26,7 +26,8 @@ use kiln_executor::{
     SecurityMode,
 };
 use kiln_image::layer::{
-    ApplyOptions, Compression, Source as LayerSource, WriteOptions, apply_layer, write_layer,
+    ApplyOptions, Compression, LayerDescriptor, Source as LayerSource, WriteOptions, apply_layer,
+    write_layer,
 };
 use kiln_image::oci_spec::image::ImageManifest;
 use kiln_image::{BlobRead, Digest, Digester, ImageConfig};
@@ -538,6 +539,13 @@ impl WorkerParts {
         let in_snapshot = changes == snapshot
             && self.snapshots.mode() == SnapshotMode::Overlay
             && options.compression == Compression::None;
+        // The layer written into a blob file of its own.
+        let store_blob = || -> anyhow::Result<LayerDescriptor> {
+            let mut writer = content.writer_hashed_by_caller()?;
+            let written = write_layer(changes, &mut writer, &options)?;
+            writer.commit(Some(&written.digest))?;
+            Ok(written)
+        };
         let layer = if in_snapshot {
             let mut small = SmallLayer::default();
             let layer = write_layer(changes, &mut small, &options)?;
@@ -548,9 +556,7 @@ impl WorkerParts {
                 None if self.snapshots.get(&chain_id)?.is_some()
                     && !content.contains(&layer.digest) =>
                 {
-                    let mut writer = content.writer_hashed_by_caller()?;
-                    let written = write_layer(changes, &mut writer, &options)?;
-                    writer.commit(Some(&written.digest))?;
+                    store_blob()?;
                     None
                 }
                 bytes => bytes,
@@ -576,9 +582,7 @@ impl WorkerParts {
             }
             layer
         } else {
-            let mut writer = content.writer_hashed_by_caller()?;
-            let layer = write_layer(changes, &mut writer, &options)?;
-            writer.commit(Some(&layer.digest))?;
+            let layer = store_blob()?;
             self.snapshots
                 .commit_dir(parent.as_ref(), &layer.diff_id, snapshot)?;
             layer
