@@ -949,20 +949,7 @@ mod tests {
         let snaps = store.snapshotter(SnapshotMode::Overlay).unwrap();
         let layers: Vec<crate::LayerRef> = ["a", "b"]
             .into_iter()
-            .map(|name| {
-                let mut tar = tar::Builder::new(Vec::new());
-                let mut header = tar::Header::new_gnu();
-                header.set_size(1);
-                header.set_mode(0o644);
-                header.set_cksum();
-                tar.append_data(&mut header, name, &b"x"[..]).unwrap();
-                let bytes = tar.into_inner().unwrap();
-                let blob = store.content().put(&bytes).unwrap();
-                crate::LayerRef {
-                    diff_id: blob.clone(),
-                    blob,
-                }
-            })
+            .map(|name| crate::test_support::one_file_layer(&store, name))
             .collect();
         let top = snaps.prepare(store.content(), &layers).unwrap();
         let base = ChainId::base(&layers[0].diff_id);

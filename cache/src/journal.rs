@@ -367,8 +367,9 @@ mod tests {
     use kiln_image::Digest;
 
     use super::*;
+    use crate::SnapshotInfo;
     use crate::snapshot::Snapshotter;
-    use crate::{LayerRef, SnapshotInfo};
+    use crate::test_support::one_file_layer;
 
     const THIS_BOOT: &str = "11111111-2222-3333-4444-555555555555";
     const NEXT_BOOT: &str = "66666666-7777-8888-9999-000000000000";
@@ -379,21 +380,6 @@ mod tests {
             Journal::with_boot_id(root, boot_id.map(str::to_owned)),
         )
         .unwrap()
-    }
-
-    /// A one-file layer blob in the store.
-    fn layer(store: &Store, name: &str) -> LayerRef {
-        let mut tar = tar::Builder::new(Vec::new());
-        let mut header = tar::Header::new_gnu();
-        header.set_size(1);
-        header.set_mode(0o644);
-        header.set_cksum();
-        tar.append_data(&mut header, name, &b"x"[..]).unwrap();
-        let blob = store.content().put(&tar.into_inner().unwrap()).unwrap();
-        LayerRef {
-            diff_id: blob.clone(),
-            blob,
-        }
     }
 
     /// Commits a one-file snapshot of `diff_id` over `parent` from a directory.
@@ -497,7 +483,7 @@ mod tests {
         let (layers, top) = {
             let store = open_at(root, Some(THIS_BOOT));
             let snaps = store.snapshotter(SnapshotMode::Overlay).unwrap();
-            let layers = vec![layer(&store, "a"), layer(&store, "b")];
+            let layers = vec![one_file_layer(&store, "a"), one_file_layer(&store, "b")];
             let top = snaps.prepare(store.content(), &layers).unwrap();
             (layers, top)
         };
@@ -586,7 +572,7 @@ mod tests {
         let layers = {
             let store = open_at(root, Some(THIS_BOOT));
             let snaps = store.snapshotter(SnapshotMode::Overlay).unwrap();
-            let layers = vec![layer(&store, "a"), layer(&store, "b")];
+            let layers = vec![one_file_layer(&store, "a"), one_file_layer(&store, "b")];
             snaps.prepare(store.content(), &layers).unwrap();
             layers
         };
@@ -613,15 +599,18 @@ mod tests {
         );
     }
 
+    /// Commits one snapshot in a store at `root` opened in this boot, and closes it.
+    fn committed_base(root: &Path) -> SnapshotInfo {
+        let store = open_at(root, Some(THIS_BOOT));
+        let snaps = store.snapshotter(SnapshotMode::Overlay).unwrap();
+        commit(&snaps, None, &Digest::of(b"base"))
+    }
+
     #[test]
     fn a_recent_journal_of_this_boot_is_kept() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        let base = {
-            let store = open_at(root, Some(THIS_BOOT));
-            let snaps = store.snapshotter(SnapshotMode::Overlay).unwrap();
-            commit(&snaps, None, &Digest::of(b"base"))
-        };
+        let base = committed_base(root);
         let before = journals(root);
         let store = open_at(root, Some(THIS_BOOT));
         let snaps = store.snapshotter(SnapshotMode::Overlay).unwrap();
@@ -634,11 +623,7 @@ mod tests {
     fn an_old_journal_of_this_boot_is_trimmed_and_its_snapshots_kept() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        let base = {
-            let store = open_at(root, Some(THIS_BOOT));
-            let snaps = store.snapshotter(SnapshotMode::Overlay).unwrap();
-            commit(&snaps, None, &Digest::of(b"base"))
-        };
+        let base = committed_base(root);
         let files = journals(root);
         assert_eq!(files.len(), 1);
         age(&files[0].0, Duration::from_secs(120));

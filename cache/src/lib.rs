@@ -23,6 +23,9 @@ mod scratch;
 pub mod snapshot;
 pub mod variant;
 
+#[cfg(test)]
+mod test_support;
+
 pub use chain::ChainId;
 pub use check::{CheckReport, Finding, Problem};
 pub use content::{BlobInfo, BlobWriter, ContentStore};
