@@ -179,8 +179,13 @@ impl ContentStore {
             return self.touch(d);
         }
         let json = serde_json::to_vec(layer).expect("a kept layer record serialises");
-        let mut temp = NamedTempFile::with_prefix_in(".tmp-", &self.kept)
-            .map_err(CacheError::io("create a temp file in", &self.kept))?;
+        // Written in `ingest/` like a blob, so that the sweep of abandoned writes finds
+        // the temp file of a process killed here.
+        let mut temp = NamedTempFile::with_prefix_in("kept-", &self.ingest)
+            .map_err(CacheError::io("create a temp file in", &self.ingest))?;
+        temp.as_file()
+            .lock()
+            .map_err(CacheError::io("lock", temp.path()))?;
         temp.write_all(&json)
             .and_then(|()| temp.as_file().sync_all())
             .map_err(CacheError::io("write", temp.path()))?;
