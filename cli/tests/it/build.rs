@@ -589,3 +589,37 @@ fn copy_parents_keeps_source_directories_and_exclude_leaves_files_out() {
     assert!(!out.join("ex/skip").exists());
     assert!(!out.join("ex/sub/deep.tmp").exists());
 }
+
+/// `--root store` (and `KILN_ROOT=store`) from the directory the user stands in: the
+/// RUN step's overlay and bundle paths under it must still be absolute.
+#[test]
+fn a_relative_root_is_under_the_working_directory() {
+    let kiln = Kiln::new();
+    let ctx = context(&kiln, &format!("{BASE}RUN echo made > /made\n"), &[]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .current_dir(kiln.dir.path())
+        .args([
+            "--root",
+            "store",
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            "rel",
+        ])
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "build with a relative --root failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let images = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .current_dir(kiln.dir.path())
+        .env("KILN_ROOT", "store")
+        .args(["images"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&images.stdout).contains("rel"));
+}
