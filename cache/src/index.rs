@@ -4,18 +4,23 @@
 //! layers (bottom first) whose blobs are in the content store. Records are small and
 //! chains are short, so each record holds its whole chain: a hit needs one lookup.
 //!
-//! The index is one `redb` file (`index-v1.redb`). A redb database can be open in one
-//! process at a time, so the index is opened for each operation and closed at once;
-//! a process that finds it open elsewhere waits and retries. redb commits are atomic
+//! The index is one `redb` file (`index-v1.redb`). A redb database can be open for
+//! writing in one process at a time, so the index is opened for each operation and
+//! closed at once (read-only for lookups, which then write nothing); a process that
+//! finds it open for writing elsewhere waits and retries. redb commits are atomic
 //! and durable, so a process killed at any moment leaves the index as of its last
 //! commit.
 
 use std::path::{Path, PathBuf};
+use std::sync::{PoisonError, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use kiln_image::Digest;
-use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, DatabaseError, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable,
+    TableDefinition,
+};
 use serde::{Deserialize, Serialize};
 
 const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records-v1");
@@ -24,6 +29,12 @@ const VARIANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("variants-v1
 
 /// How long to wait for another process to close the index before giving up.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The threads of this process take turns at the index here: any number of readers, or
+/// one writer. redb refuses a second open inside one process just as from another, and
+/// the retry loop's pauses (2 ms, doubling to 50 ms) held a step back long after the
+/// other thread had closed the index.
+static THIS_PROCESS: RwLock<()> = RwLock::new(());
 
 /// One layer of a cached result.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,8 +119,7 @@ impl CacheIndex {
             return Ok(None);
         }
         let key = key.to_string();
-        let bytes = self.with_db(|db| {
-            let txn = db.begin_read()?;
+        let bytes = self.read(|txn| {
             let table = match txn.open_table(RECORDS) {
                 Ok(table) => table,
                 Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -177,8 +187,7 @@ impl CacheIndex {
         if !self.path.exists() {
             return Ok(Vec::new());
         }
-        self.with_db(|db| {
-            let txn = db.begin_read()?;
+        self.read(|txn| {
             let table = match txn.open_table(RECORDS) {
                 Ok(table) => table,
                 Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
@@ -199,8 +208,7 @@ impl CacheIndex {
         if !self.path.exists() {
             return Ok(None);
         }
-        let bytes = self.with_db(|db| {
-            let txn = db.begin_read()?;
+        let bytes = self.read(|txn| {
             let table = match txn.open_table(VARIANTS) {
                 Ok(table) => table,
                 Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -230,16 +238,58 @@ impl CacheIndex {
         })
     }
 
-    /// Opens the database (waiting while another process has it), runs `f`, closes it.
+    /// Runs `f` in a read transaction. The index is opened read-only, which writes
+    /// nothing (opening it for writing costs several fsyncs, on opening and on
+    /// closing) and lets readers in other processes in at the same time. An index left
+    /// unclosed by a killed process is opened for writing instead, which repairs it.
+    fn read<T>(
+        &self,
+        f: impl FnOnce(ReadTransaction) -> Result<T, redb::Error>,
+    ) -> Result<T, IndexError> {
+        let opened = {
+            let _turn = THIS_PROCESS.read().unwrap_or_else(PoisonError::into_inner);
+            // Whatever else stops a read-only open, the writer's open repairs or reports.
+            self.open_waiting(|path| match ReadOnlyDatabase::open(path) {
+                Err(DatabaseError::DatabaseAlreadyOpen) => Err(DatabaseError::DatabaseAlreadyOpen),
+                Err(_) => Err(DatabaseError::RepairAborted),
+                ok => ok,
+            })?
+        };
+        match opened {
+            Some(db) => db
+                .begin_read()
+                .map_err(redb::Error::from)
+                .and_then(f)
+                .map_err(|e| self.db_error(e)),
+            None => self.with_db(|db| f(db.begin_read()?)),
+        }
+    }
+
+    /// Opens the database for writing (waiting while another thread or process has
+    /// it), runs `f`, closes it.
     fn with_db<T>(
         &self,
         f: impl FnOnce(&Database) -> Result<T, redb::Error>,
     ) -> Result<T, IndexError> {
+        let _turn = THIS_PROCESS.write().unwrap_or_else(PoisonError::into_inner);
+        let db = self
+            .open_waiting(|path| Database::create(path))?
+            .ok_or_else(|| self.db_error(DatabaseError::RepairAborted.into()))?;
+        f(&db).map_err(|e| self.db_error(e))
+    }
+
+    /// Opens the index with `open`, retrying while another process has it open for
+    /// writing. `None` when it needs a repair that only a writer can make (a read-only
+    /// open refuses an index whose last writer did not close it).
+    fn open_waiting<D>(
+        &self,
+        open: impl Fn(&Path) -> Result<D, DatabaseError>,
+    ) -> Result<Option<D>, IndexError> {
         let started = Instant::now();
         let mut pause = Duration::from_millis(2);
-        let db = loop {
-            match Database::create(&self.path) {
-                Ok(db) => break db,
+        loop {
+            match open(&self.path) {
+                Ok(db) => return Ok(Some(db)),
                 Err(DatabaseError::DatabaseAlreadyOpen) => {
                     let waited = started.elapsed();
                     if waited > OPEN_TIMEOUT {
@@ -251,10 +301,10 @@ impl CacheIndex {
                     thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_millis(50));
                 }
+                Err(DatabaseError::RepairAborted) => return Ok(None),
                 Err(e) => return Err(self.db_error(e.into())),
             }
-        };
-        f(&db).map_err(|e| self.db_error(e))
+        }
     }
 
     fn db_error(&self, source: redb::Error) -> IndexError {
@@ -303,6 +353,68 @@ mod tests {
         index.remove([&a]).unwrap();
         assert_eq!(index.get(&a).unwrap(), None);
         assert_eq!(index.all().unwrap(), vec![(b, record(2))]);
+    }
+
+    #[test]
+    fn reading_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index-v1.redb");
+        let index = CacheIndex::new(&path);
+        let a = Digest::of(b"a");
+        index.put(&a, &record(1)).unwrap();
+        let before = std::fs::read(&path).unwrap();
+        assert_eq!(index.get(&a).unwrap(), Some(record(1)));
+        assert_eq!(index.all().unwrap().len(), 1);
+        assert_eq!(index.variant("none").unwrap(), None);
+        assert!(
+            std::fs::read(&path).unwrap() == before,
+            "a read changed the index file"
+        );
+    }
+
+    #[test]
+    fn an_index_its_writer_never_closed_is_repaired_by_the_next_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index-v1.redb");
+        let index = CacheIndex::new(&path);
+        let (a, b) = (Digest::of(b"a"), Digest::of(b"b"));
+        index.put(&a, &record(1)).unwrap();
+        // A writer killed with the index open: its commit is durable, the state a
+        // clean close writes is not.
+        let db = Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        let bytes = serde_json::to_vec(&record(2)).unwrap();
+        txn.open_table(RECORDS)
+            .unwrap()
+            .insert(b.to_string().as_str(), bytes.as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+        std::mem::forget(db);
+        release_file_locks(&path);
+        assert!(
+            matches!(
+                ReadOnlyDatabase::open(&path),
+                Err(DatabaseError::RepairAborted)
+            ),
+            "the index should need a repair"
+        );
+
+        assert_eq!(index.get(&b).unwrap(), Some(record(2)));
+        assert_eq!(index.get(&a).unwrap(), Some(record(1)));
+        assert!(ReadOnlyDatabase::open(&path).is_ok(), "left unrepaired");
+    }
+
+    /// Closes this process's descriptors of `path`, as the death of a process would.
+    fn release_file_locks(path: &Path) {
+        for fd in std::fs::read_dir("/proc/self/fd").unwrap() {
+            let fd = fd.unwrap();
+            if std::fs::read_link(fd.path()).ok().as_deref() == Some(path) {
+                let n: i32 = fd.file_name().to_str().unwrap().parse().unwrap();
+                // SAFETY: the descriptor belongs to the leaked database, which is never
+                // used again.
+                unsafe { libc::close(n) };
+            }
+        }
     }
 
     #[test]
