@@ -268,6 +268,27 @@ pub fn export(
     }
     config.rootfs.diff_ids = layers.iter().map(|l| l.diff_id.clone()).collect();
     let mut with_layer = config.history.iter().filter(|h| !h.empty_layer).count();
+    if with_layer > layers.len() && inherited_history <= config.history.len() {
+        // A base whose history names more layers than it has: its entries past its
+        // layer count are taken as empty (BuildKit does the same), so that each layer
+        // of this image keeps the entry of the step that made it.
+        let ours = config.history[inherited_history..]
+            .iter()
+            .filter(|h| !h.empty_layer)
+            .count();
+        let mut base_layers = layers.len().saturating_sub(ours);
+        for entry in &mut config.history[..inherited_history] {
+            if entry.empty_layer {
+                continue;
+            }
+            if base_layers == 0 {
+                entry.empty_layer = true;
+            } else {
+                base_layers -= 1;
+            }
+        }
+        with_layer = config.history.iter().filter(|h| !h.empty_layer).count();
+    }
     if with_layer < layers.len() && inherited_history <= config.history.len() {
         // History is optional: a base image may describe fewer layers than it has.
         // Blank entries stand for them after the base's own, so that every layer keeps

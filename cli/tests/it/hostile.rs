@@ -883,27 +883,81 @@ fn a_base_image_without_history_can_be_built_on() {
         ]},
     }))
     .unwrap();
-    let archive = OciArchive {
-        layers: vec![busybox, extra],
-        config: Some(config),
-        ..OciArchive::default()
-    }
-    .tar("no-history:1");
-    let path = kiln.dir.path().join("image.tar");
-    fs::write(&path, archive).unwrap();
-    kiln.ok(&["load", "-i", path.to_str().unwrap()]);
-    let ctx = kiln.dir.path().join("ctx");
-    fs::create_dir_all(&ctx).unwrap();
-    fs::write(
-        ctx.join("Dockerfile"),
-        "FROM no-history:1\nRUN cat /extra > /copy\n",
-    )
-    .unwrap();
-    build_ok(&kiln, &ctx, &["-t", "built:1"]);
+    load_and_build_on(
+        &kiln,
+        "no-history:1",
+        vec![busybox, extra],
+        config,
+        "RUN cat /extra > /copy",
+    );
     let history = kiln.ok(&["history", "--no-trunc", "built:1"]);
     assert_eq!(history.lines().count(), 4, "{history}");
     assert!(
         history.contains("RUN /bin/sh -c cat /extra > /copy"),
         "{history}"
     );
+}
+
+#[test]
+fn a_base_image_whose_history_names_more_layers_than_it_has_can_be_built_on() {
+    // The history says three steps made layers; the image has one. The entries past
+    // the base's layers are taken as empty, as BuildKit does.
+    let kiln = Kiln::new();
+    crate::support::require("runc", "runc");
+    let busybox = fs::read(busybox_rootfs(kiln.dir.path())).unwrap();
+    let config = serde_json::to_vec(&json!({
+        "architecture": kiln_image::Platform::host().architecture(),
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [Digest::of(&busybox).to_string()]},
+        "history": [
+            {"created_by": "made busybox"},
+            {"created_by": "a layer that is not there"},
+            {"created_by": "another one"},
+        ],
+    }))
+    .unwrap();
+    load_and_build_on(
+        &kiln,
+        "long-history:1",
+        vec![busybox],
+        config,
+        "RUN echo made > /made",
+    );
+    let config: serde_json::Value =
+        serde_json::from_str(&kiln.ok(&["inspect", "built:1"])).unwrap();
+    let config = if config.is_array() {
+        &config[0]
+    } else {
+        &config
+    };
+    let history = config["Config"]["history"].as_array().expect("history");
+    let with_layer: Vec<&str> = history
+        .iter()
+        .filter(|h| h["empty_layer"] != true)
+        .map(|h| h["created_by"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(with_layer.len(), 2, "{history:?}");
+    assert_eq!(with_layer[0], "made busybox", "{history:?}");
+    assert!(
+        with_layer[1].starts_with("RUN /bin/sh -c echo made > /made"),
+        "{history:?}"
+    );
+}
+
+/// Loads an image made of `layers` and `config` as `name`, and builds `built:1` from it
+/// with one more instruction.
+fn load_and_build_on(kiln: &Kiln, name: &str, layers: Vec<Vec<u8>>, config: Vec<u8>, step: &str) {
+    let archive = OciArchive {
+        layers,
+        config: Some(config),
+        ..OciArchive::default()
+    }
+    .tar(name);
+    let path = kiln.dir.path().join("image.tar");
+    fs::write(&path, archive).unwrap();
+    kiln.ok(&["load", "-i", path.to_str().unwrap()]);
+    let ctx = kiln.dir.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(ctx.join("Dockerfile"), format!("FROM {name}\n{step}\n")).unwrap();
+    build_ok(kiln, &ctx, &["-t", "built:1"]);
 }
