@@ -123,11 +123,15 @@ pub struct EncodedCache {
 /// Encodes `records` as a cache artifact. Layers shared by several records are listed
 /// once; a blob that two steps made at different times (two steps can write the same
 /// bytes) is listed once per time, since each step's history is dated by its own.
+/// Records are listed by key, whatever order the steps finished in (stages run side
+/// by side), so that the same records always make the same artifact.
 pub fn encode(records: &[(Digest, CacheRecord)]) -> EncodedCache {
     let mut layers: Vec<LayerRecord> = Vec::new();
     let mut position: HashMap<(Digest, i64), usize> = HashMap::new();
     let mut entries = Vec::with_capacity(records.len());
     let mut seen_keys = BTreeMap::new();
+    let mut records: Vec<&(Digest, CacheRecord)> = records.iter().collect();
+    records.sort_by(|a, b| a.0.cmp(&b.0));
     for (key, record) in records {
         if seen_keys.insert(key.clone(), ()).is_some() {
             continue;
@@ -322,7 +326,11 @@ pub struct InlineRecord {
 /// whose chains are part of it.
 pub fn encode_inline(records: Vec<(Digest, CacheRecord)>, image: &[LayerRecord]) -> InlineCache {
     let mut seen = HashMap::new();
-    let records = only_image_chain(records, image)
+    let mut records = only_image_chain(records, image);
+    // By key, as in `encode`: the image config must not depend on which stage finished
+    // first.
+    records.sort_by(|a, b| a.0.cmp(&b.0));
+    let records = records
         .into_iter()
         .filter(|(key, _)| seen.insert(key.clone(), ()).is_none())
         .map(|(key, record)| InlineRecord {
@@ -616,7 +624,32 @@ mod tests {
         assert_eq!(manifest.layers().len(), 3);
         assert_eq!(Digest::of(&cache.config), cache.config_digest);
         let decoded = decode(&manifest, &cache.config, "test").unwrap();
-        assert_eq!(decoded, records);
+        assert_eq!(decoded, by_key(records));
+    }
+
+    /// `records` in the order a cache lists them.
+    fn by_key(mut records: Vec<(Digest, CacheRecord)>) -> Vec<(Digest, CacheRecord)> {
+        records.sort_by(|a, b| a.0.cmp(&b.0));
+        records
+    }
+
+    #[test]
+    fn the_same_records_in_another_order_make_the_same_cache() {
+        let records = vec![
+            (key(1), record(&[1])),
+            (key(2), record(&[1, 2])),
+            (key(3), record(&[3])),
+        ];
+        let reversed: Vec<_> = records.iter().rev().cloned().collect();
+        assert_eq!(
+            encode(&records).manifest_digest,
+            encode(&reversed).manifest_digest
+        );
+        let image = [layer(1), layer(2)];
+        assert_eq!(
+            serde_json::to_vec(&encode_inline(records, &image)).unwrap(),
+            serde_json::to_vec(&encode_inline(reversed, &image)).unwrap()
+        );
     }
 
     #[test]
@@ -646,7 +679,10 @@ mod tests {
         let cache = encode(&records);
         assert_eq!(cache.layers.len(), 4);
         let manifest: ImageManifest = serde_json::from_slice(&cache.manifest).unwrap();
-        assert_eq!(decode(&manifest, &cache.config, "t").unwrap(), records);
+        assert_eq!(
+            decode(&manifest, &cache.config, "t").unwrap(),
+            by_key(records)
+        );
     }
 
     #[test]
@@ -735,7 +771,7 @@ mod tests {
         }
         let decoded = decode_inline(&value, undated.clone(), "img").unwrap();
         let expected: Vec<_> = records.into_iter().filter(|(k, _)| *k != key(4)).collect();
-        assert_eq!(decoded, expected);
+        assert_eq!(decoded, by_key(expected));
         let err = decode_inline(&value, undated[..2].to_vec(), "img").unwrap_err();
         assert!(
             err.to_string()
