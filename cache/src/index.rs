@@ -246,23 +246,25 @@ impl CacheIndex {
         &self,
         f: impl FnOnce(ReadTransaction) -> Result<T, redb::Error>,
     ) -> Result<T, IndexError> {
-        let opened = {
+        {
+            // Held while reading, so that a writer of this process waits here rather
+            // than polling the file lock the reader holds.
             let _turn = THIS_PROCESS.read().unwrap_or_else(PoisonError::into_inner);
             // Whatever else stops a read-only open, the writer's open repairs or reports.
-            self.open_waiting(|path| match ReadOnlyDatabase::open(path) {
+            let opened = self.open_waiting(|path| match ReadOnlyDatabase::open(path) {
                 Err(DatabaseError::DatabaseAlreadyOpen) => Err(DatabaseError::DatabaseAlreadyOpen),
                 Err(_) => Err(DatabaseError::RepairAborted),
                 ok => ok,
-            })?
-        };
-        match opened {
-            Some(db) => db
-                .begin_read()
-                .map_err(redb::Error::from)
-                .and_then(f)
-                .map_err(|e| self.db_error(e)),
-            None => self.with_db(|db| f(db.begin_read()?)),
+            })?;
+            if let Some(db) = opened {
+                return db
+                    .begin_read()
+                    .map_err(redb::Error::from)
+                    .and_then(f)
+                    .map_err(|e| self.db_error(e));
+            }
         }
+        self.with_db(|db| f(db.begin_read()?))
     }
 
     /// Opens the database for writing (waiting while another thread or process has
