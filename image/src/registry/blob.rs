@@ -39,10 +39,11 @@ impl RegistryClient {
         repo: &ImageRef,
         digest: &Digest,
     ) -> Result<bool, RegistryError> {
+        let http = self.http()?;
         let place = place_of(repo);
         let what = format!("HEAD blob {digest}");
         let url = self.url(repo.domain(), &format!("{}/blobs/{digest}", repo.path()));
-        let build = || self.http().head(&url);
+        let build = || http.head(&url);
         let response = self
             .request(&place, &[pull_scope(repo)], &what, &build)
             .await?;
@@ -64,10 +65,11 @@ impl RegistryClient {
         digest: &Digest,
         limit: u64,
     ) -> Result<Vec<u8>, RegistryError> {
+        let http = self.http()?;
         let place = place_of(repo);
         let what = format!("blob {digest}");
         let url = self.url(repo.domain(), &format!("{}/blobs/{digest}", repo.path()));
-        let build = || self.http().get(&url);
+        let build = || http.get(&url);
         let scopes = [pull_scope(repo)];
         let (place_ref, what_ref, scopes_ref, build_ref) = (&place, &what, &scopes, &build);
         let bytes = self
@@ -220,6 +222,7 @@ impl RegistryClient {
         progress: &dyn TransferProgress,
         attempt: u32,
     ) -> Result<(), DownloadError> {
+        let http = self.http()?;
         let place = state.place;
         let digest = state.digest;
         let what = format!("GET blob {digest}");
@@ -227,7 +230,7 @@ impl RegistryClient {
         let from = state.done;
         let ranged = from > 0 && state.use_range;
         let build = || {
-            let request = self.http().get(&url);
+            let request = http.get(&url);
             if ranged {
                 request.header(RANGE, format!("bytes={from}-"))
             } else {
@@ -412,6 +415,7 @@ impl RegistryClient {
         digest: &Digest,
         from: &ImageRef,
     ) -> Result<bool, RegistryError> {
+        let http = self.http()?;
         let place = place_of(repo);
         let what = format!("mount {digest} from {}", from.path());
         let base = self.url(repo.domain(), &format!("{}/blobs/uploads/", repo.path()));
@@ -422,7 +426,7 @@ impl RegistryClient {
         url.query_pairs_mut()
             .append_pair("mount", &digest.to_string())
             .append_pair("from", from.path());
-        let build = || self.http().post(url.clone()).header(CONTENT_LENGTH, "0");
+        let build = || http.post(url.clone()).header(CONTENT_LENGTH, "0");
         let scopes = [push_scope(repo), pull_scope(from)];
         let response = match self.request(&place, &scopes, &what, &build).await {
             Ok(r) => r,
@@ -435,7 +439,7 @@ impl RegistryClient {
             202 => {
                 // The registry opened an upload session instead; close it.
                 if let Ok(location) = location(&place, &what, &base, &response) {
-                    let build = || self.http().delete(location.clone());
+                    let build = || http.delete(location.clone());
                     let _ = self
                         .request(&place, &[push_scope(repo)], &what, &build)
                         .await;
@@ -456,11 +460,12 @@ impl RegistryClient {
         progress: &dyn TransferProgress,
         attempt: u32,
     ) -> Result<(), RegistryError> {
+        let http = self.http()?;
         let place = place_of(repo);
         let scopes = [push_scope(repo)];
         let what = format!("start upload of {digest}");
         let base = self.url(repo.domain(), &format!("{}/blobs/uploads/", repo.path()));
-        let build = || self.http().post(&base).header(CONTENT_LENGTH, "0");
+        let build = || http.post(&base).header(CONTENT_LENGTH, "0");
         let response = self.send(&place, &scopes, &what, attempt, &build).await?;
         if response.status().as_u16() != 202 {
             return Err(unexpected(&place, &what, response).await);
@@ -483,8 +488,7 @@ impl RegistryClient {
                     progress,
                     size,
                     |body| {
-                        self.http()
-                            .put(url.clone())
+                        http.put(url.clone())
                             .header(CONTENT_TYPE, "application/octet-stream")
                             .header(CONTENT_LENGTH, size)
                             .body(body)
@@ -512,8 +516,7 @@ impl RegistryClient {
                     progress,
                     n,
                     |body| {
-                        self.http()
-                            .patch(target.clone())
+                        http.patch(target.clone())
                             .header(CONTENT_TYPE, "application/octet-stream")
                             .header(CONTENT_RANGE, range.clone())
                             .header(CONTENT_LENGTH, n)
@@ -542,7 +545,7 @@ impl RegistryClient {
         let mut url = session;
         url.query_pairs_mut()
             .append_pair("digest", &digest.to_string());
-        let build = || self.http().put(url.clone()).header(CONTENT_LENGTH, "0");
+        let build = || http.put(url.clone()).header(CONTENT_LENGTH, "0");
         let response = self.send(&place, &scopes, &what, attempt, &build).await?;
         if response.status().as_u16() != 201 {
             return Err(unexpected(&place, &what, response).await);

@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -28,7 +28,9 @@ pub struct RegistryClient {
 }
 
 struct Inner {
-    http: reqwest::Client,
+    /// Built on first use: loading the system's root certificates takes a few
+    /// milliseconds, and most builds never talk to a registry.
+    http: OnceLock<reqwest::Client>,
     options: ClientOptions,
     state: Mutex<State>,
 }
@@ -58,15 +60,9 @@ enum Challenge {
 impl RegistryClient {
     /// A client with `options`.
     pub fn new(options: ClientOptions) -> Result<RegistryClient, RegistryError> {
-        let http = reqwest::Client::builder()
-            .user_agent(options.user_agent.clone())
-            .connect_timeout(options.connect_timeout)
-            .read_timeout(options.read_timeout)
-            .build()
-            .map_err(RegistryError::Client)?;
         Ok(RegistryClient {
             inner: Arc::new(Inner {
-                http,
+                http: OnceLock::new(),
                 options,
                 state: Mutex::new(State::default()),
             }),
@@ -78,8 +74,19 @@ impl RegistryClient {
         &self.inner.options
     }
 
-    pub(super) fn http(&self) -> &reqwest::Client {
-        &self.inner.http
+    /// The HTTP client, built the first time it is needed.
+    pub(super) fn http(&self) -> Result<&reqwest::Client, RegistryError> {
+        if let Some(http) = self.inner.http.get() {
+            return Ok(http);
+        }
+        let options = &self.inner.options;
+        let http = reqwest::Client::builder()
+            .user_agent(options.user_agent.clone())
+            .connect_timeout(options.connect_timeout)
+            .read_timeout(options.read_timeout)
+            .build()
+            .map_err(RegistryError::Client)?;
+        Ok(self.inner.http.get_or_init(|| http))
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -231,6 +238,7 @@ impl RegistryClient {
 
     /// How `host` wants to be authenticated, asking `GET /v2/` the first time.
     async fn challenge(&self, host: &str) -> Result<Challenge, RegistryError> {
+        let http = self.http()?;
         if let Some(c) = self.state().challenges.get(host) {
             return Ok(c.clone());
         }
@@ -244,14 +252,16 @@ impl RegistryClient {
         let challenge = self
             .retrying(|attempt| async move {
                 let (place, url) = (place_ref, url_ref);
-                let response = self.http().get(url).send().await.map_err(|source| {
-                    RegistryError::Transport {
-                        place: place.clone(),
-                        what: what.to_owned(),
-                        attempts: attempt,
-                        source,
-                    }
-                })?;
+                let response =
+                    http.get(url)
+                        .send()
+                        .await
+                        .map_err(|source| RegistryError::Transport {
+                            place: place.clone(),
+                            what: what.to_owned(),
+                            attempts: attempt,
+                            source,
+                        })?;
                 if response.status().as_u16() == 401 {
                     return parse_challenge(response.headers()).ok_or_else(|| {
                         RegistryError::BadHeader {
@@ -300,6 +310,7 @@ impl RegistryClient {
         service: Option<&str>,
         scopes: &[String],
     ) -> Result<(String, Duration), RegistryError> {
+        let http = self.http()?;
         let bad_realm = || RegistryError::BadHeader {
             place: place.clone(),
             what: format!("token realm {realm:?}"),
@@ -330,8 +341,7 @@ impl RegistryClient {
                         }
                     }
                     let body = form.query().unwrap_or_default().to_owned();
-                    self.http()
-                        .post(url.clone())
+                    http.post(url.clone())
                         .header("Content-Type", "application/x-www-form-urlencoded")
                         .body(body)
                 }
@@ -346,7 +356,7 @@ impl RegistryClient {
                             pairs.append_pair("scope", scope);
                         }
                     }
-                    let request = self.http().get(get);
+                    let request = http.get(get);
                     match other {
                         Some(Auth::Basic { username, password }) => {
                             request.basic_auth(username, Some(password))
@@ -416,6 +426,7 @@ impl RegistryClient {
     /// (`kiln login`): `GET /v2/` with them, after a token exchange when the registry
     /// uses tokens. A registry that needs no credentials accepts any.
     pub async fn check_auth(&self, registry_host: &str) -> Result<(), RegistryError> {
+        let http = self.http()?;
         self.forget_auth(registry_host);
         self.state().auths.remove(registry_host);
         let place = Place {
@@ -447,7 +458,7 @@ impl RegistryClient {
             }
         }
         let url = self.url(registry_host, "");
-        let build = || self.http().get(&url);
+        let build = || http.get(&url);
         self.request(&place, &[], "GET /v2/", &build).await?;
         Ok(())
     }

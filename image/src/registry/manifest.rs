@@ -64,6 +64,7 @@ impl RegistryClient {
     /// bytes are verified against it; a tag's answer is checked against the registry's
     /// `Docker-Content-Digest` when it sends one.
     pub async fn get_manifest(&self, reference: &ImageRef) -> Result<Manifest, RegistryError> {
+        let http = self.http()?;
         let place = place_of(reference);
         let part = reference_part(reference);
         let what = format!("manifest {part}");
@@ -71,7 +72,7 @@ impl RegistryClient {
             reference.domain(),
             &format!("{}/manifests/{part}", reference.path()),
         );
-        let build = || self.http().get(&url).header(ACCEPT, MANIFEST_ACCEPT);
+        let build = || http.get(&url).header(ACCEPT, MANIFEST_ACCEPT);
         let scopes = [pull_scope(reference)];
         let (place_ref, what_ref, scopes_ref, build_ref) = (&place, &what, &scopes, &build);
         let (bytes, content_type, claimed) = self
@@ -138,6 +139,7 @@ impl RegistryClient {
         &self,
         reference: &ImageRef,
     ) -> Result<Option<(Digest, u64, String)>, RegistryError> {
+        let http = self.http()?;
         let place = place_of(reference);
         let part = reference_part(reference);
         let what = format!("HEAD manifest {part}");
@@ -145,7 +147,7 @@ impl RegistryClient {
             reference.domain(),
             &format!("{}/manifests/{part}", reference.path()),
         );
-        let build = || self.http().head(&url).header(ACCEPT, MANIFEST_ACCEPT);
+        let build = || http.head(&url).header(ACCEPT, MANIFEST_ACCEPT);
         let response = self
             .request(&place, &[pull_scope(reference)], &what, &build)
             .await?;
@@ -273,6 +275,7 @@ impl RegistryClient {
         media_type: &str,
         bytes: &[u8],
     ) -> Result<Digest, RegistryError> {
+        let http = self.http()?;
         let place = place_of(reference);
         let digest = Digest::of(bytes);
         if let Some(d) = reference.digest()
@@ -295,8 +298,7 @@ impl RegistryClient {
         );
         let body = bytes::Bytes::copy_from_slice(bytes);
         let build = || {
-            self.http()
-                .put(&url)
+            http.put(&url)
                 .header(CONTENT_TYPE, media_type)
                 .body(body.clone())
         };
