@@ -7,6 +7,16 @@
 //! expected to make results cheap to hand around (a cached layer need not be unpacked
 //! until a step actually runs on it).
 //!
+//! A step that only copies into its input 0 (`COPY --from=stage src /dest`) may start
+//! early: once what it copies from is solved, and an earlier state of input 0 is (the
+//! stage's base below a run of such copies), the worker is asked to
+//! [`prepare`](Worker::prepare) it over that earlier state. When its turn comes and its
+//! key misses the cache, the prepared work is handed to [`execute`](Worker::execute),
+//! which uses it only if the states in between provably make no difference. So copies
+//! from stages that finish at different times are done as each stage finishes, not one
+//! after another once the last has. Only copies from steps this build ran are prepared:
+//! a copy from a cached step usually hits the cache itself.
+//!
 //! When a step fails, no further step starts and steps still running are cancelled by
 //! dropping their futures: workers must clean up when that happens.
 
@@ -16,11 +26,11 @@ use std::time::{Duration, Instant};
 
 use kiln_image::Digest;
 use tokio::sync::mpsc::UnboundedSender;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::graph::{BuildGraph, Vertex, VertexId};
 use crate::key::{CacheKey, cache_key};
-use crate::op::Selector;
+use crate::op::{FileAction, Op, Selector};
 
 /// What the solver needs from the machinery that runs steps and keeps results.
 pub trait Worker: Send + Sync + 'static {
@@ -28,6 +38,8 @@ pub trait Worker: Send + Sync + 'static {
     type Ref: Clone + Send + Sync + 'static;
     /// What can go wrong.
     type Error: std::error::Error + Send + Sync + 'static;
+    /// Work done ahead for a step by [`prepare`](Worker::prepare).
+    type Prepared: Send + 'static;
 
     /// The content checksum of a selection of files in a solved input: it must cover
     /// the files' paths, contents, types, modes, owners, link targets and xattrs, and
@@ -45,14 +57,29 @@ pub trait Worker: Send + Sync + 'static {
         key: &CacheKey,
     ) -> impl Future<Output = Result<Option<Self::Ref>, Self::Error>> + Send;
 
+    /// Starts a copy step before its input 0 is solved: `inputs[0]` is an earlier state
+    /// of that input (every step in between is a copy too), the other inputs are the
+    /// solved ones. Returns what [`execute`](Worker::execute) may use, or `None` when the
+    /// worker cannot or would rather not; failing is never an error here, as the step
+    /// still runs in its turn.
+    fn prepare(
+        &self,
+        id: VertexId,
+        vertex: &Vertex,
+        inputs: Vec<Self::Ref>,
+    ) -> impl Future<Output = Option<Self::Prepared>> + Send;
+
     /// Runs a step over its solved inputs and records the result under `key`. `id`
     /// identifies the step in progress events, so output can be shown beside it.
+    /// `prepared` is what [`prepare`](Worker::prepare) made for it, if anything: the
+    /// worker uses it only when the result is exactly what running the step would give.
     fn execute(
         &self,
         id: VertexId,
         vertex: &Vertex,
         key: &CacheKey,
         inputs: Vec<Self::Ref>,
+        prepared: Option<Self::Prepared>,
     ) -> impl Future<Output = Result<Self::Ref, Self::Error>> + Send;
 }
 
@@ -170,11 +197,14 @@ impl<W: Worker> Solver<W> {
         ready.reverse();
         let mut running = JoinSet::new();
         let jobs = self.options.jobs.max(1);
+        let mut early = Early::new(&graph, &order);
 
         loop {
+            early.start(self, &graph, &order, &slot, &solved);
             while running.len() < jobs {
                 let Some(i) = ready.pop() else { break };
                 let id = order[i];
+                let prepared = early.take(i);
                 let inputs: Vec<Solved<W::Ref>> = graph
                     .vertex(id)
                     .inputs
@@ -190,6 +220,7 @@ impl<W: Worker> Solver<W> {
                     Arc::clone(&graph),
                     id,
                     inputs,
+                    prepared,
                     self.options.events.clone(),
                 );
                 running.spawn(async move { (i, task.await) });
@@ -201,6 +232,7 @@ impl<W: Worker> Solver<W> {
                 Ok(done) => done,
                 Err(_) => {
                     running.abort_all();
+                    early.abort_all();
                     let name = first_running_name(&graph, &order, &solved);
                     return Err(SolveError::Aborted { name });
                 }
@@ -219,6 +251,7 @@ impl<W: Worker> Solver<W> {
                 }
                 Err(err) => {
                     running.abort_all();
+                    early.abort_all();
                     while running.join_next().await.is_some() {}
                     return Err(err);
                 }
@@ -253,6 +286,7 @@ async fn solve_one<W: Worker>(
     graph: Arc<BuildGraph>,
     id: VertexId,
     inputs: Vec<Solved<W::Ref>>,
+    prepared: Option<JoinHandle<Option<W::Prepared>>>,
     events: Option<UnboundedSender<SolveEvent>>,
 ) -> Result<Solved<W::Ref>, SolveError> {
     let vertex = graph.vertex(id);
@@ -286,6 +320,9 @@ async fn solve_one<W: Worker>(
     if !vertex.meta.ignore_cache
         && let Some(result) = worker.lookup(vertex, &key).await.map_err(fail)?
     {
+        if let Some(prepared) = prepared {
+            prepared.abort();
+        }
         emit(StepStatus::Cached);
         return Ok(Solved {
             key,
@@ -294,11 +331,15 @@ async fn solve_one<W: Worker>(
         });
     }
 
+    let prepared = match prepared {
+        Some(handle) => handle.await.ok().flatten(),
+        None => None,
+    };
     emit(StepStatus::Started);
     let started = Instant::now();
     let results = inputs.into_iter().map(|i| i.result).collect();
     let result = worker
-        .execute(id, vertex, &key, results)
+        .execute(id, vertex, &key, results, prepared)
         .await
         .map_err(fail)?;
     emit(StepStatus::Done {
@@ -309,4 +350,111 @@ async fn solve_one<W: Worker>(
         result,
         cached: false,
     })
+}
+
+/// The copy steps started early (see the module documentation), by position in the
+/// solve order.
+struct Early<P> {
+    /// Whether the step only copies into its input 0 from its other inputs.
+    copies: Vec<bool>,
+    /// Whether it was considered already (started, or found not worth it).
+    tried: Vec<bool>,
+    /// Its preparation, until the step starts.
+    handles: Vec<Option<JoinHandle<Option<P>>>>,
+}
+
+impl<P: Send + 'static> Early<P> {
+    fn new(graph: &BuildGraph, order: &[VertexId]) -> Early<P> {
+        let copies: Vec<bool> = order
+            .iter()
+            .map(|id| only_copies_into_input_0(graph.vertex(*id)))
+            .collect();
+        Early {
+            tried: copies.iter().map(|c| !c).collect(),
+            handles: order.iter().map(|_| None).collect(),
+            copies,
+        }
+    }
+
+    /// Starts preparing every copy that can be from now on.
+    fn start<W: Worker<Prepared = P>>(
+        &mut self,
+        solver: &Solver<W>,
+        graph: &Arc<BuildGraph>,
+        order: &[VertexId],
+        slot: &[usize],
+        solved: &[Option<Solved<W::Ref>>],
+    ) {
+        for (i, &id) in order.iter().enumerate() {
+            if self.tried[i] {
+                continue;
+            }
+            let vertex = graph.vertex(id);
+            let at = |id: &VertexId| slot[id.index()];
+            if solved[at(&vertex.inputs[0])].is_some() {
+                // Its turn is coming anyway.
+                self.tried[i] = true;
+                continue;
+            }
+            let mut sources = Vec::new();
+            for input in &vertex.inputs[1..] {
+                match &solved[at(input)] {
+                    None => break,
+                    Some(s) if s.cached || matches!(graph.vertex(*input).op, Op::Source(_)) => {
+                        self.tried[i] = true;
+                        break;
+                    }
+                    Some(s) => sources.push(s.result.clone()),
+                }
+            }
+            if self.tried[i] || sources.len() + 1 < vertex.inputs.len() {
+                continue;
+            }
+            // The nearest solved state below a run of copies into input 0.
+            let mut below = vertex.inputs[0];
+            let base = loop {
+                if let Some(s) = &solved[at(&below)] {
+                    break Some(s.result.clone());
+                }
+                if !self.copies[at(&below)] {
+                    break None;
+                }
+                below = graph.vertex(below).inputs[0];
+            };
+            let Some(base) = base else { continue };
+            self.tried[i] = true;
+            let mut inputs = vec![base];
+            inputs.extend(sources);
+            let worker = Arc::clone(&solver.worker);
+            let graph = Arc::clone(graph);
+            self.handles[i] = Some(tokio::spawn(async move {
+                worker.prepare(id, graph.vertex(id), inputs).await
+            }));
+        }
+    }
+
+    fn take(&mut self, i: usize) -> Option<JoinHandle<Option<P>>> {
+        self.tried[i] = true;
+        self.handles[i].take()
+    }
+
+    fn abort_all(&mut self) {
+        for handle in self.handles.iter_mut().filter_map(Option::take) {
+            handle.abort();
+        }
+    }
+}
+
+/// Whether a step only copies from its other inputs into its input 0.
+fn only_copies_into_input_0(vertex: &Vertex) -> bool {
+    let Op::File(file) = &vertex.op else {
+        return false;
+    };
+    file.has_base
+        && vertex.inputs.len() > 1
+        && !file.actions.is_empty()
+        && file
+            .actions
+            .iter()
+            .all(|a| matches!(a, FileAction::Copy(copy) if copy.input != 0))
 }

@@ -17,7 +17,7 @@ use kiln_executor::User;
 use kiln_executor::file::{self as files, CopyEntry, CopyRequest};
 use kiln_solver::op::{Chmod, CopyAction, FileAction, FileOp, Owner, Principal};
 
-use super::worker::{StateRef, WorkerParts};
+use super::worker::{HashedLayer, StateRef, WorkerParts};
 use super::workspace::{Overlay, Workspace, copy_tree};
 
 /// Runs a file op over its inputs and commits the changes as a layer.
@@ -39,6 +39,194 @@ pub fn run(parts: &WorkerParts, op: &FileOp, inputs: &[StateRef]) -> anyhow::Res
         Ok(())
     })?;
     workspace.commit(parts, base, &scratch)
+}
+
+/// A copy step done ahead of its turn, over an earlier state of its destination stage
+/// (see `kiln_solver::scheduler`): its change set, hashed, waiting to be committed
+/// over the real state.
+pub struct PreparedCopy {
+    /// The state it was done over.
+    base: Vec<LayerRecord>,
+    /// Its change set (an overlay upper dir in `_scratch`).
+    upper: PathBuf,
+    hashed: HashedLayer,
+    /// The destinations, as paths relative to the root: none existed in `base`.
+    dests: Vec<PathBuf>,
+    /// Whether owner names were looked up in `/etc/passwd` and `/etc/group`.
+    reads_user_db: bool,
+    _scratch: ScratchDir,
+}
+
+/// Does a copy step over `inputs[0]`, an earlier state of its destination, when the
+/// result can later be shown to be the one running it in its turn would give: every
+/// action copies from another input to a destination that does not exist yet, under
+/// real directories. `None` when that is not so.
+///
+/// Such a copy reads nothing of its destination stage but the destination's ancestors
+/// (that they are directories, and the metadata of those it copies up), the fact that
+/// the destination is absent, and, for `--chown` names, `/etc/passwd` and
+/// `/etc/group`; and it writes only under its destination and those ancestors. So if
+/// no layer between the earlier state and the real one has an entry at the destination,
+/// at an ancestor of it or at those two files (a layer is a tree: an entry below the
+/// destination comes with one at the destination), the change set is the same.
+pub fn prepare(
+    parts: &WorkerParts,
+    op: &FileOp,
+    inputs: &[StateRef],
+) -> anyhow::Result<Option<PreparedCopy>> {
+    if !op.has_base || !parts.layers_kept_in_snapshots() {
+        return Ok(None);
+    }
+    let mut dests = Vec::new();
+    let mut reads_user_db = false;
+    for action in &op.actions {
+        let FileAction::Copy(copy) = action else {
+            return Ok(None);
+        };
+        let Some(dest) = plain_relative(&copy.dest) else {
+            return Ok(None);
+        };
+        if copy.input == 0 || copy.unpack {
+            return Ok(None);
+        }
+        reads_user_db |= copy.owner.as_ref().is_some_and(|o| {
+            matches!(o.user, Principal::Name(_)) || matches!(o.group, Some(Principal::Name(_)))
+        });
+        dests.push(dest);
+    }
+    let base = inputs
+        .first()
+        .context("a file step has no base filesystem")?
+        .layers()?;
+    let scratch = parts.snapshots.scratch()?;
+    let workspace = Workspace::prepare(parts, base, &scratch)?;
+    let fresh = workspace.with_root(&scratch, |root| {
+        if !dests.iter().all(|d| absent_under_real_dirs(root, d)) {
+            return Ok(false);
+        }
+        for action in &op.actions {
+            apply(parts, root, action, inputs)?;
+        }
+        Ok(true)
+    })?;
+    let Workspace::Overlay { upper, .. } = workspace else {
+        return Ok(None);
+    };
+    if !fresh {
+        return Ok(None);
+    }
+    let hashed = parts.hash_changes(&upper, kiln_image::layer::Source::OverlayUpper)?;
+    Ok(Some(PreparedCopy {
+        base: base.to_vec(),
+        upper,
+        hashed,
+        dests,
+        reads_user_db,
+        _scratch: scratch,
+    }))
+}
+
+/// Commits a prepared copy over `dest`, the real state of its destination stage, when
+/// the layers `dest` has beyond the state the copy was done over touch nothing the copy
+/// read (see [`prepare`]). `None` when they might: the step then runs as usual.
+pub fn commit_prepared(
+    parts: &WorkerParts,
+    prepared: PreparedCopy,
+    dest: &StateRef,
+) -> anyhow::Result<Option<StateRef>> {
+    let layers = dest.layers()?;
+    let same_below = layers.len() >= prepared.base.len()
+        && layers
+            .iter()
+            .zip(&prepared.base)
+            .all(|(a, b)| a.diff_id == b.diff_id);
+    if !same_below {
+        return Ok(None);
+    }
+    let between = layers.len() - prepared.base.len();
+    let dirs = parts.lowerdirs(layers)?;
+    for dir in dirs.iter().take(between) {
+        if touches(dir, &prepared)? {
+            return Ok(None);
+        }
+    }
+    let state = parts.commit_hashed(layers, prepared.hashed, &prepared.upper)?;
+    Ok(Some(state))
+}
+
+/// Whether the layer whose snapshot is `dir` has an entry the prepared copy depends on.
+fn touches(dir: &Path, prepared: &PreparedCopy) -> anyhow::Result<bool> {
+    let exists = |rel: &Path| -> anyhow::Result<bool> {
+        match fs::symlink_metadata(dir.join(rel)) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("reading {}", dir.join(rel).display())),
+        }
+    };
+    // An opaque root hides everything below it.
+    if kiln_image::layer::is_overlay_opaque(dir)? {
+        return Ok(true);
+    }
+    for dest in &prepared.dests {
+        for at in dest.ancestors().filter(|a| !a.as_os_str().is_empty()) {
+            if exists(at)? {
+                return Ok(true);
+            }
+        }
+    }
+    if prepared.reads_user_db {
+        for file in ["etc/passwd", "etc/group"] {
+            if exists(Path::new(file))? {
+                return Ok(true);
+            }
+        }
+        let etc = Path::new("etc");
+        if exists(etc)?
+            && (!dir.join(etc).is_dir()
+                || fs::symlink_metadata(dir.join(etc))?
+                    .file_type()
+                    .is_symlink()
+                || kiln_image::layer::is_overlay_opaque(&dir.join(etc))?)
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// `dest` as a path relative to the root, when it is absolute, below the root, and
+/// has no `.` or `..` in it.
+fn plain_relative(dest: &str) -> Option<PathBuf> {
+    let rel = dest.strip_prefix('/')?.trim_end_matches('/');
+    if rel.is_empty() {
+        return None;
+    }
+    let mut out = PathBuf::new();
+    for part in rel.split('/') {
+        if part.is_empty() || part == "." || part == ".." {
+            return None;
+        }
+        out.push(part);
+    }
+    Some(out)
+}
+
+/// Whether nothing exists at `rel` in the tree at `root`, and each ancestor of it that
+/// exists is a directory, not a symlink.
+fn absent_under_real_dirs(root: &Path, rel: &Path) -> bool {
+    let mut at = root.to_owned();
+    let parts: Vec<_> = rel.components().collect();
+    for (i, part) in parts.iter().enumerate() {
+        at.push(part);
+        match fs::symlink_metadata(&at) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return true,
+            Err(_) => return false,
+            Ok(_) if i + 1 == parts.len() => return false,
+            Ok(meta) if !meta.file_type().is_dir() => return false,
+            Ok(_) => {}
+        }
+    }
+    false
 }
 
 fn apply(
@@ -306,5 +494,39 @@ impl Drop for ScratchView {
     fn drop(&mut self) {
         // Unmount before the scratch dir is removed.
         self.overlay.take();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_absolute_destinations_below_the_root_qualify() {
+        assert_eq!(plain_relative("/a/b/"), Some(PathBuf::from("a/b")));
+        assert_eq!(plain_relative("/a"), Some(PathBuf::from("a")));
+        for dest in ["/", "a/b", "/a/../b", "/a/./b", "/a//b", ""] {
+            assert_eq!(plain_relative(dest), None, "{dest:?}");
+        }
+    }
+
+    #[test]
+    fn a_destination_qualifies_when_absent_under_real_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("usr/local")).unwrap();
+        fs::write(root.join("file"), "").unwrap();
+        std::os::unix::fs::symlink("usr", root.join("link")).unwrap();
+        assert!(absent_under_real_dirs(root, Path::new("new")));
+        assert!(absent_under_real_dirs(
+            root,
+            Path::new("usr/local/new/deeper")
+        ));
+        assert!(absent_under_real_dirs(root, Path::new("missing/deeper")));
+        // There already, or reached through something that is not a directory.
+        assert!(!absent_under_real_dirs(root, Path::new("usr/local")));
+        assert!(!absent_under_real_dirs(root, Path::new("file")));
+        assert!(!absent_under_real_dirs(root, Path::new("file/new")));
+        assert!(!absent_under_real_dirs(root, Path::new("link/new")));
     }
 }

@@ -129,9 +129,11 @@ pub struct WorkerParts {
 }
 
 /// The local worker.
-#[derive(Clone)]
 pub struct LocalWorker {
     parts: Arc<WorkerParts>,
+    /// The threads doing copies ahead of their turn; waited for when the worker goes,
+    /// so that none is cut off mid-copy (with an overlay mounted) when the build ends.
+    preparing: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl LocalWorker {
@@ -139,12 +141,22 @@ impl LocalWorker {
     pub fn new(parts: WorkerParts) -> LocalWorker {
         LocalWorker {
             parts: Arc::new(parts),
+            preparing: Mutex::new(Vec::new()),
         }
     }
 
     /// The parts, for the exporter.
     pub fn parts(&self) -> &WorkerParts {
         &self.parts
+    }
+}
+
+impl Drop for LocalWorker {
+    fn drop(&mut self) {
+        let preparing = std::mem::take(self.preparing.get_mut().unwrap_or_else(|e| e.into_inner()));
+        for thread in preparing {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -164,6 +176,7 @@ impl StepError {
 impl Worker for LocalWorker {
     type Ref = StateRef;
     type Error = StepError;
+    type Prepared = fileop::PreparedCopy;
 
     async fn checksum(&self, input: &StateRef, selector: &Selector) -> Result<Digest, StepError> {
         let parts = Arc::clone(&self.parts);
@@ -182,12 +195,44 @@ impl Worker for LocalWorker {
         blocking(move || parts.lookup(&key)).await
     }
 
+    async fn prepare(
+        &self,
+        _id: VertexId,
+        vertex: &Vertex,
+        inputs: Vec<StateRef>,
+    ) -> Option<fileop::PreparedCopy> {
+        let Op::File(file) = &vertex.op else {
+            return None;
+        };
+        let parts = Arc::clone(&self.parts);
+        let file = file.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // Work done ahead must not slow the steps the build is waiting for: it runs on a
+        // thread of its own at a lower priority (threads it starts inherit it), taking
+        // what CPU those steps leave.
+        let thread = std::thread::Builder::new()
+            .name("kiln-prepare".into())
+            .spawn(move || {
+                lower_this_threads_priority();
+                let _ = tx.send(fileop::prepare(&parts, &file, &inputs));
+            })
+            .ok()?;
+        {
+            let mut preparing = self.preparing.lock().unwrap_or_else(|e| e.into_inner());
+            preparing.retain(|t| !t.is_finished());
+            preparing.push(thread);
+        }
+        // A failure here is the step's to report when it runs in its turn.
+        rx.await.ok()?.ok().flatten()
+    }
+
     async fn execute(
         &self,
         id: VertexId,
         vertex: &Vertex,
         key: &CacheKey,
         inputs: Vec<StateRef>,
+        prepared: Option<fileop::PreparedCopy>,
     ) -> Result<StateRef, StepError> {
         if let Op::Source(SourceOp::Http {
             url,
@@ -201,7 +246,7 @@ impl Worker for LocalWorker {
         let op = vertex.op.clone();
         let key = key.clone();
         let reuse = !vertex.meta.ignore_cache;
-        blocking(move || parts.execute(id, &op, &key, inputs, reuse)).await
+        blocking(move || parts.execute(id, &op, &key, inputs, reuse, prepared)).await
     }
 }
 
@@ -228,6 +273,16 @@ impl LocalWorker {
             Ok(layers)
         })
         .await
+    }
+}
+
+/// Gives the calling thread (and the threads it starts) a lower scheduling priority.
+fn lower_this_threads_priority() {
+    // SAFETY: plain system calls on the calling thread, no memory involved. On Linux
+    // the nice value is per thread; a failure leaves the priority as it was.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
     }
 }
 
@@ -305,7 +360,8 @@ impl WorkerParts {
     /// Runs a step whose key missed the cache. Unless the step ignores the cache
     /// (`reuse` false), it first takes the key's step lock, so that of the builds on
     /// this root that miss the same key at once only one runs it; the others, once the
-    /// lock is theirs, find its record and use it.
+    /// lock is theirs, find its record and use it. A copy done ahead (`prepared`) is
+    /// committed instead of running the step when it fits the step's real inputs.
     fn execute(
         &self,
         id: VertexId,
@@ -313,6 +369,7 @@ impl WorkerParts {
         key: &CacheKey,
         inputs: Vec<StateRef>,
         reuse: bool,
+        prepared: Option<fileop::PreparedCopy>,
     ) -> anyhow::Result<StateRef> {
         let _turn = match op {
             Op::Source(_) => None,
@@ -338,7 +395,16 @@ impl WorkerParts {
             }
             Op::Merge(_) => self.merge(&inputs)?,
             Op::Exec(exec) => self.run_exec(id, exec, &inputs)?,
-            Op::File(file) => fileop::run(self, file, &inputs)?,
+            Op::File(file) => {
+                let done = match (prepared, inputs.first()) {
+                    (Some(prepared), Some(dest)) => fileop::commit_prepared(self, prepared, dest)?,
+                    _ => None,
+                };
+                match done {
+                    Some(state) => state,
+                    None => fileop::run(self, file, &inputs)?,
+                }
+            }
         };
         if let StateRef::Layers(layers) = &result {
             let record = CacheRecord {
@@ -529,73 +595,102 @@ impl WorkerParts {
         snapshot: &Path,
     ) -> anyhow::Result<StateRef> {
         // A step that changed nothing still gets its (empty) layer, as in docker build.
-        let content = self.store.content();
         let options = WriteOptions {
             source,
             ..self.layer_options.clone()
         };
-        let parent = (!base.is_empty()).then(|| ChainId::prefixes(base.iter().map(|l| &l.diff_id)));
-        let parent = parent.and_then(|chain| chain.last().cloned());
-        let in_snapshot = changes == snapshot
-            && self.snapshots.mode() == SnapshotMode::Overlay
-            && options.compression == Compression::None;
-        // The layer written into a blob file of its own.
-        let store_blob = || -> anyhow::Result<LayerDescriptor> {
-            let mut writer = content.writer_hashed_by_caller()?;
-            let written = write_layer(changes, &mut writer, &options)?;
-            writer.commit(Some(&written.digest))?;
-            Ok(written)
+        if changes == snapshot && self.layers_kept_in_snapshots() {
+            let hashed = self.hash_changes(changes, source)?;
+            return self.commit_hashed(base, hashed, snapshot);
+        }
+        let content = self.store.content();
+        let mut writer = content.writer_hashed_by_caller()?;
+        let layer = write_layer(changes, &mut writer, &options)?;
+        writer.commit(Some(&layer.digest))?;
+        self.snapshots
+            .commit_dir(parent_chain(base).as_ref(), &layer.diff_id, snapshot)?;
+        Ok(with_layer(base, layer))
+    }
+
+    /// Whether a step's layer can be hashed from its change set and then kept as its
+    /// snapshot (overlay snapshots, layers stored uncompressed): see [`Self::commit_tree`].
+    pub(super) fn layers_kept_in_snapshots(&self) -> bool {
+        self.snapshots.mode() == SnapshotMode::Overlay
+            && self.layer_options.compression == Compression::None
+    }
+
+    /// Hashes an overlay change set as a layer, keeping its bytes when it is small.
+    pub(super) fn hash_changes(
+        &self,
+        changes: &Path,
+        source: LayerSource,
+    ) -> anyhow::Result<HashedLayer> {
+        let options = WriteOptions {
+            source,
+            ..self.layer_options.clone()
         };
-        let layer = if in_snapshot {
-            let mut small = SmallLayer::default();
-            let layer = write_layer(changes, &mut small, &options)?;
-            let chain_id = ChainId::of(parent.as_ref(), &layer.diff_id);
-            let bytes = match small.bytes {
-                // The snapshot exists already (built from elsewhere), and ours is about to
-                // be dropped for it: keep the blob as a file.
-                None if self.snapshots.get(&chain_id)?.is_some()
-                    && !content.contains(&layer.digest) =>
-                {
-                    store_blob()?;
-                    None
-                }
-                bytes => bytes,
-            };
-            let info = self
-                .snapshots
-                .commit_dir(parent.as_ref(), &layer.diff_id, snapshot)?;
-            match bytes {
-                Some(bytes) => {
-                    let mut writer = content.writer_hashed_by_caller()?;
-                    writer.write_all(&bytes)?;
-                    writer.commit(Some(&layer.digest))?;
-                }
-                None => content.keep_as_snapshot(
-                    &layer.digest,
-                    &SnapshotLayer {
-                        chain_id: info.chain_id,
-                        size: layer.size,
-                        overlay_upper: source == LayerSource::OverlayUpper,
-                        source_date_epoch: options.source_date_epoch,
-                    },
-                )?,
+        let mut small = SmallLayer::default();
+        let layer = write_layer(changes, &mut small, &options)?;
+        Ok(HashedLayer {
+            layer,
+            bytes: small.bytes,
+            source,
+        })
+    }
+
+    /// Commits a change set hashed by [`Self::hash_changes`] as the layer over `base`,
+    /// moving `snapshot` (the change set) into the snapshot store.
+    pub(super) fn commit_hashed(
+        &self,
+        base: &[LayerRecord],
+        hashed: HashedLayer,
+        snapshot: &Path,
+    ) -> anyhow::Result<StateRef> {
+        let content = self.store.content();
+        let HashedLayer {
+            layer,
+            bytes,
+            source,
+        } = hashed;
+        let parent = parent_chain(base);
+        let chain_id = ChainId::of(parent.as_ref(), &layer.diff_id);
+        let bytes = match bytes {
+            // The snapshot exists already (built from elsewhere), and ours is about to
+            // be dropped for it: keep the blob as a file.
+            None if self.snapshots.get(&chain_id)?.is_some()
+                && !content.contains(&layer.digest) =>
+            {
+                let options = WriteOptions {
+                    source,
+                    ..self.layer_options.clone()
+                };
+                let mut writer = content.writer_hashed_by_caller()?;
+                let written = write_layer(snapshot, &mut writer, &options)?;
+                writer.commit(Some(&written.digest))?;
+                None
             }
-            layer
-        } else {
-            let layer = store_blob()?;
-            self.snapshots
-                .commit_dir(parent.as_ref(), &layer.diff_id, snapshot)?;
-            layer
+            bytes => bytes,
         };
-        let mut layers = base.to_vec();
-        layers.push(LayerRecord {
-            diff_id: layer.diff_id,
-            blob: layer.digest,
-            size: layer.size,
-            media_type: layer.media_type.to_string(),
-            created: now(),
-        });
-        Ok(StateRef::Layers(Arc::new(layers)))
+        let info = self
+            .snapshots
+            .commit_dir(parent.as_ref(), &layer.diff_id, snapshot)?;
+        match bytes {
+            Some(bytes) => {
+                let mut writer = content.writer_hashed_by_caller()?;
+                writer.write_all(&bytes)?;
+                writer.commit(Some(&layer.digest))?;
+            }
+            None => content.keep_as_snapshot(
+                &layer.digest,
+                &SnapshotLayer {
+                    chain_id: info.chain_id,
+                    size: layer.size,
+                    overlay_upper: source == LayerSource::OverlayUpper,
+                    source_date_epoch: self.layer_options.source_date_epoch,
+                },
+            )?,
+        }
+        Ok(with_layer(base, layer))
     }
 
     fn exec_mount(
@@ -692,6 +787,34 @@ impl WorkerParts {
 
 /// The layers of the image manifest `manifest` in `content`, bottom first, with the
 /// diff IDs its config lists.
+/// A change set hashed as a layer, not yet committed.
+pub(super) struct HashedLayer {
+    layer: LayerDescriptor,
+    /// The layer's bytes, when it is small enough to store as a blob file.
+    bytes: Option<Vec<u8>>,
+    source: LayerSource,
+}
+
+/// The chain id of the top of `base`, if it has layers.
+fn parent_chain(base: &[LayerRecord]) -> Option<ChainId> {
+    (!base.is_empty())
+        .then(|| ChainId::prefixes(base.iter().map(|l| &l.diff_id)))
+        .and_then(|chain| chain.last().cloned())
+}
+
+/// `base` with `layer` on top.
+fn with_layer(base: &[LayerRecord], layer: LayerDescriptor) -> StateRef {
+    let mut layers = base.to_vec();
+    layers.push(LayerRecord {
+        diff_id: layer.diff_id,
+        blob: layer.digest,
+        size: layer.size,
+        media_type: layer.media_type.to_string(),
+        created: now(),
+    });
+    StateRef::Layers(Arc::new(layers))
+}
+
 pub(crate) fn stored_image_layers(
     content: &ContentStore,
     manifest: &Digest,

@@ -232,6 +232,80 @@ CMD [\"cat\", \"/one.start\"]
     assert!(overlap, "stages ran one after the other: {times:?}");
 }
 
+#[test]
+fn copies_from_a_stage_that_finished_early_are_done_early_and_build_the_same() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let kiln = Kiln::new();
+    let dockerfile = format!(
+        "{BASE}
+FROM base AS slow
+RUN sleep 3 && mkdir /out && chmod 700 /out && echo slow > /out/name
+
+FROM base AS quick
+RUN mkdir -p /out/sub && echo quick > /out/name && echo deep > /out/sub/f && ln -s name /out/link && chmod 640 /out/name
+
+FROM base
+COPY --from=slow /out/name /slow/deep/name
+COPY --from=slow /out /slowdir
+COPY --from=quick /out/name /quick/deep/name
+COPY --from=quick /out /quickdir
+COPY --from=quick /out/sub /slowdir/sub
+COPY --from=quick /out/ /bin/quick/
+RUN cat /slowdir/name /quickdir/name /slowdir/sub/f /bin/quick/link > /all
+"
+    );
+    let ctx = context(&kiln, &dockerfile, &[]);
+    let out = kiln.dir.path().join("out");
+    let first = build(
+        &kiln,
+        &ctx,
+        &["-o", &format!("type=local,dest={}", out.display())],
+    );
+    assert_eq!(read(&out.join("all")), "slow\nquick\ndeep\nquick\n");
+
+    // The copies from `quick` were done while `slow` still slept, over the stage as it
+    // was before the copies from `slow`: the directories they created are seconds
+    // older than those the copies from `slow` created, which ran first in order.
+    let mtime = |p: &str| fs::symlink_metadata(out.join(p)).unwrap().mtime();
+    assert!(
+        mtime("quick/deep") + 2 <= mtime("slow/deep"),
+        "the copy from the quick stage waited for the slow one: {} vs {}",
+        mtime("quick/deep"),
+        mtime("slow/deep")
+    );
+    // A copy into a directory an earlier copy made is done in its turn: `/slowdir`
+    // keeps the mode it came with, rather than that of a fresh directory.
+    let mode = |p: &str| {
+        fs::symlink_metadata(out.join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    assert_eq!(mode("slowdir"), 0o700);
+    assert_eq!(read(&out.join("slowdir/sub/f")), "deep\n");
+    assert_eq!(read(&out.join("slowdir/name")), "slow\n");
+    // Copies done early are what copies done in their turn give.
+    assert_eq!(mode("quickdir/name"), 0o640);
+    assert_eq!(
+        fs::read_link(out.join("quickdir/link")).unwrap(),
+        Path::new("name")
+    );
+    assert_eq!(read(&out.join("bin/quick/sub/f")), "deep\n");
+    assert!(
+        out.join("bin/sh").exists(),
+        "the copy under /bin hid the base's /bin"
+    );
+
+    let second = build(&kiln, &ctx, &[]);
+    assert!(second.ran.is_empty(), "{:?}", second.ran);
+    assert!(
+        ran_any(&first, "COPY --from=quick /out/sub"),
+        "{:?}",
+        first.ran
+    );
+}
+
 /// Finds `/one.start`-style files in the layer blobs of an OCI layout.
 fn read_times_from_layout(layout: &Path) -> std::collections::BTreeMap<String, f64> {
     let mut times = std::collections::BTreeMap::new();

@@ -26,7 +26,7 @@ pub use apply::{Applied, ApplyOptions, apply_layer};
 pub use compression::Compression;
 pub use diff::diff_trees;
 pub use tar_reader::{EXTENSION_MAX, HeaderProblem};
-pub use whiteout::WhiteoutMode;
+pub use whiteout::{WhiteoutMode, is_overlay_opaque};
 pub use writer::{Source, WriteOptions, compress_layer, write_layer};
 
 use crate::Digest;

@@ -37,7 +37,7 @@ pub enum WhiteoutMode {
 }
 
 /// Whether the directory at `path` is marked opaque by overlayfs.
-pub(super) fn is_overlay_opaque(path: &Path) -> std::io::Result<bool> {
+pub fn is_overlay_opaque(path: &Path) -> std::io::Result<bool> {
     for name in [OVERLAY_OPAQUE_XATTR, OVERLAY_USER_OPAQUE_XATTR] {
         if xattr::get(path, name)?.as_deref() == Some(b"y") {
             return Ok(true);

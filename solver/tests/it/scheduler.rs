@@ -22,6 +22,12 @@ struct FakeWorker {
     running: AtomicUsize,
     max_running: AtomicUsize,
     delay: Duration,
+    /// Copies prepared ahead, as `name over base`.
+    prepared: Mutex<Vec<String>>,
+    /// Copies whose execution was handed what was prepared.
+    used_prepared: Mutex<Vec<String>>,
+    /// Signalled on each preparation; `RUN wait-for-prepare` waits for it.
+    on_prepare: tokio::sync::Notify,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +37,7 @@ struct StepFailed;
 impl Worker for FakeWorker {
     type Ref = String;
     type Error = StepFailed;
+    type Prepared = String;
 
     async fn checksum(&self, input: &String, selector: &Selector) -> Result<Digest, StepFailed> {
         let context = self.context.lock().unwrap();
@@ -48,21 +55,42 @@ impl Worker for FakeWorker {
         Ok(self.cache.lock().unwrap().get(key).cloned())
     }
 
+    async fn prepare(&self, _id: VertexId, vertex: &Vertex, inputs: Vec<String>) -> Option<String> {
+        let what = format!("{} over {}", vertex.meta.name, inputs[0]);
+        self.prepared.lock().unwrap().push(what.clone());
+        self.on_prepare.notify_one();
+        Some(what)
+    }
+
     async fn execute(
         &self,
         _id: VertexId,
         vertex: &Vertex,
         key: &CacheKey,
         inputs: Vec<String>,
+        prepared: Option<String>,
     ) -> Result<String, StepFailed> {
         let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_running.fetch_max(now, Ordering::SeqCst);
         tokio::time::sleep(self.delay).await;
         self.running.fetch_sub(1, Ordering::SeqCst);
-        if let Op::Exec(exec) = &vertex.op
-            && exec.args == ["false"]
-        {
-            return Err(StepFailed);
+        if let Op::Exec(exec) = &vertex.op {
+            if exec.args == ["false"] {
+                return Err(StepFailed);
+            }
+            if exec.args == ["wait-for-prepare"] {
+                // Bounded, so that a scheduler that never prepares fails the test's
+                // assertions instead of hanging it.
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(10), self.on_prepare.notified()).await;
+            }
+        }
+        if let Some(prepared) = prepared {
+            assert!(prepared.starts_with(&vertex.meta.name), "{prepared}");
+            self.used_prepared
+                .lock()
+                .unwrap()
+                .push(vertex.meta.name.clone());
         }
         self.executed.lock().unwrap().push(vertex.meta.name.clone());
         let result = format!("{}({})", vertex.meta.name, inputs.join(","));
@@ -105,12 +133,16 @@ fn run(args: &[&str]) -> Op {
 }
 
 fn copy(path: &str) -> Op {
+    copy_to(path, "/")
+}
+
+fn copy_to(path: &str, dest: &str) -> Op {
     Op::File(FileOp {
         has_base: true,
         actions: vec![FileAction::Copy(CopyAction {
             input: 1,
             sources: vec![path.into()],
-            dest: "/".into(),
+            dest: dest.into(),
             owner: None,
             mode: None,
             allow_wildcard: false,
@@ -311,4 +343,49 @@ async fn ignore_cache_reruns_the_step_and_events_tell_what_happened() {
     assert_eq!(statuses[0], (base2, StepStatus::Cached));
     assert_eq!(statuses[1], (step2, StepStatus::Started));
     assert!(matches!(statuses[2], (v, StepStatus::Done { .. }) if v == step2));
+}
+
+/// A final stage copying from two stages, `a` finishing only once something was
+/// prepared: FROM base; COPY --from=a; COPY --from=b; RUN last.
+fn two_stage_copies() -> (Arc<BuildGraph>, VertexId) {
+    let mut g = BuildGraph::new();
+    let base = g.add(Op::Source(SourceOp::Scratch), vec![], meta("base"));
+    let a = g.add(run(&["wait-for-prepare"]), vec![base], meta("run a"));
+    let b = g.add(run(&["b"]), vec![base], meta("run b"));
+    let ca = g.add(copy_to("/out", "/a"), vec![base, a], meta("copy a"));
+    let cb = g.add(copy_to("/out", "/b"), vec![ca, b], meta("copy b"));
+    let last = g.add(run(&["last"]), vec![cb], meta("last"));
+    (Arc::new(g), last)
+}
+
+#[tokio::test]
+async fn a_copy_from_a_stage_that_finished_first_is_prepared_before_its_turn() {
+    let worker = Arc::new(FakeWorker::default());
+    let (g, last) = two_stage_copies();
+    let first = solver(&worker)
+        .solve(Arc::clone(&g), &[last])
+        .await
+        .unwrap();
+    // `copy b` was prepared over the stage's base while `run a` still ran, and its
+    // execution was handed the preparation; `copy a` had its input at once.
+    assert_eq!(*worker.prepared.lock().unwrap(), ["copy b over base()"]);
+    assert_eq!(*worker.used_prepared.lock().unwrap(), ["copy b"]);
+    assert_eq!(
+        first[0].result,
+        "last(copy b(copy a(base(),run a(base())),run b(base())))"
+    );
+
+    // Nothing is prepared for steps whose sources came from the cache.
+    worker.prepared.lock().unwrap().clear();
+    let second = solver(&worker).solve(g, &[last]).await.unwrap();
+    assert!(second[0].cached);
+    assert!(worker.prepared.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn copies_from_the_context_are_not_prepared() {
+    let worker = Arc::new(FakeWorker::default());
+    let (g, out) = graph();
+    solver(&worker).solve(g, &[out]).await.unwrap();
+    assert!(worker.prepared.lock().unwrap().is_empty());
 }
