@@ -582,6 +582,54 @@ async fn index_resolves_to_the_platform_asked_for() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_image_for_another_platform_is_refused_before_its_layers_are_fetched() {
+    let registry = TestRegistry::start();
+    let host = registry.host();
+    let (_d, store) = DirStore::new();
+    let arm = build_image(&store, Flavor::Oci, &[(Compression::Gzip, 700)], "arm64", 8);
+    let client = client();
+    let reference = iref(&format!("{host}/single/arm:v1"));
+    push_image(&client, &reference, &arm.manifest, store.clone(), &NoProgress)
+        .await
+        .unwrap();
+
+    let (_p, pulled_store) = DirStore::new();
+    let err = pull_image(
+        &client,
+        &reference,
+        &amd64(),
+        pulled_store.clone(),
+        &NoProgress,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, RegistryError::PlatformMismatch { .. }),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&reference.to_string())
+            && msg.contains("linux/arm64")
+            && msg.contains("linux/amd64"),
+        "{msg}"
+    );
+    for layer in &arm.layers {
+        assert!(!pulled_store.digests().contains(layer), "{layer} was fetched");
+    }
+
+    let arm64: Platform = "linux/arm64".parse().unwrap();
+    pull_image(&client, &reference, &arm64, pulled_store.clone(), &NoProgress)
+        .await
+        .unwrap();
+    let mut expected = arm.blobs();
+    expected.push(arm.manifest.clone());
+    expected.sort();
+    assert_eq!(pulled_store.digests(), expected);
+    pulled_store.assert_all_verify();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_push_finds_blobs_and_other_repos_mount_them() {
     let registry = TestRegistry::start();
     let host = registry.host();

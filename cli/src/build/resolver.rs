@@ -28,8 +28,9 @@ pub struct Puller {
 pub struct StoreResolver<'a> {
     state: &'a State,
     puller: Option<Puller>,
-    /// References pulled by this build, so `--pull` asks the registry once per name.
-    pulled: Mutex<HashSet<ImageRef>>,
+    /// References pulled by this build (and for which platform), so `--pull` asks the
+    /// registry once per name.
+    pulled: Mutex<HashSet<(ImageRef, Platform)>>,
 }
 
 impl<'a> StoreResolver<'a> {
@@ -42,8 +43,9 @@ impl<'a> StoreResolver<'a> {
         }
     }
 
-    /// Whether `reference` must be pulled before it is looked up in the store.
-    fn needs_pull(&self, reference: &ImageRef) -> bool {
+    /// Whether `reference` must be pulled before it is looked up in the store: it is not
+    /// there, or not for `platform`, or `--pull` asks the registry again.
+    fn needs_pull(&self, reference: &ImageRef, platform: &Platform) -> bool {
         let Some(puller) = &self.puller else {
             return false;
         };
@@ -51,12 +53,12 @@ impl<'a> StoreResolver<'a> {
             .pulled
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .contains(reference)
+            .contains(&(reference.clone(), platform.clone()))
         {
             return false;
         }
         let stored = match self.find(reference) {
-            Ok(_) => true,
+            Ok(found) => is_for(&found.config, platform),
             Err(ResolveError::NotFound { .. }) => false,
             Err(_) => false,
         };
@@ -109,7 +111,7 @@ impl ImageResolver for StoreResolver<'_> {
         reference: &ImageRef,
         platform: &Platform,
     ) -> Result<ResolvedImage, ResolveError> {
-        if let Some(puller) = self.puller.as_ref().filter(|_| self.needs_pull(reference)) {
+        if let Some(puller) = self.puller.as_ref().filter(|_| self.needs_pull(reference, platform)) {
             puller
                 .display
                 .println(&format!("pulling {reference} for {platform}"));
@@ -122,15 +124,46 @@ impl ImageResolver for StoreResolver<'_> {
                 &puller.display,
             )
             .await
-            .map_err(|source| ResolveError::Backend {
+            .map_err(|error| ResolveError::Backend {
                 reference: reference.to_string(),
-                source: source.into(),
+                // A registry's answer names the image already.
+                source: match error.downcast::<kiln_image::registry::RegistryError>() {
+                    Ok(e) => Box::new(e),
+                    Err(other) => other.into(),
+                },
             })?;
             self.pulled
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(reference.clone());
+                .insert((reference.clone(), platform.clone()));
         }
-        self.find(reference)
+        let found = self.find(reference)?;
+        if !is_for(&found.config, platform) {
+            return Err(ResolveError::Backend {
+                reference: reference.to_string(),
+                source: format!(
+                    "the stored image is for {}, not {platform}",
+                    Platform::new(
+                        &found.config.os,
+                        &found.config.architecture,
+                        found.config.variant.as_deref()
+                    )
+                )
+                .into(),
+            });
+        }
+        Ok(found)
     }
+}
+
+/// Whether an image whose config is `config` is for `platform` (a config naming no
+/// platform is taken for any, as a pull takes it).
+fn is_for(config: &ImageConfig, platform: &Platform) -> bool {
+    config.os.is_empty()
+        || config.architecture.is_empty()
+        || Platform::new(
+            &config.os,
+            &config.architecture,
+            config.variant.as_deref(),
+        ) == *platform
 }

@@ -218,6 +218,17 @@ pub enum RegistryError {
         available: Vec<String>,
     },
 
+    /// The reference names a single image, built for another platform.
+    #[error("{reference}: the image is for {actual}, not {wanted} (it names one image, not an index of platforms)")]
+    PlatformMismatch {
+        /// The reference that was resolved.
+        reference: String,
+        /// The wanted platform.
+        wanted: String,
+        /// The platform the image's config names.
+        actual: String,
+    },
+
     /// A reference that cannot be used for this operation.
     #[error("{reference}: {reason}")]
     BadReference {

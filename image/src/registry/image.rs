@@ -49,6 +49,34 @@ pub async fn pull_image(
     let image = &resolved.image;
     let config = descriptor_digest(&place, &resolved.manifest, image.config())?;
     let mut seen = HashSet::new();
+    if resolved.index.is_none() {
+        // A lone manifest says nothing of its platform; its config does. It is fetched
+        // and checked before any layer.
+        let size = image.config().size();
+        if size > CONFIG_LIMIT {
+            return Err(RegistryError::TooLarge {
+                place,
+                what: format!("config {config}"),
+                limit: CONFIG_LIMIT,
+            });
+        }
+        let sink: Arc<dyn BlobWrite + Send + Sync> = store.clone();
+        client
+            .fetch_blob(reference, &config, Some(size), sink, progress)
+            .await?;
+        let stored = store.clone();
+        let digest = config.clone();
+        let bytes = tokio::task::spawn_blocking(move || stored.read_blob(&digest))
+            .await
+            .unwrap_or_else(|join| Err(std::io::Error::other(join.to_string())))
+            .map_err(|source| RegistryError::Store {
+                what: "reading",
+                digest: config.clone(),
+                source,
+            })?;
+        check_platform(reference, &place, &config, &bytes, platform)?;
+        seen.insert(config.clone());
+    }
     let mut wanted = Vec::new();
     for d in std::iter::once(image.config()).chain(image.layers()) {
         let digest = descriptor_digest(&place, &resolved.manifest, d)?;
@@ -281,6 +309,46 @@ async fn load_document(
 }
 
 /// Writes a fetched manifest or index into the store.
+/// The most bytes of an image config read into memory to check its platform.
+const CONFIG_LIMIT: u64 = 16 << 20;
+
+/// Refuses an image whose config names another platform than `wanted`. A config that
+/// names none (no `architecture` or `os`) is taken for any.
+fn check_platform(
+    reference: &ImageRef,
+    place: &Place,
+    digest: &Digest,
+    bytes: &[u8],
+    wanted: &Platform,
+) -> Result<(), RegistryError> {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        #[serde(default)]
+        os: String,
+        #[serde(default)]
+        architecture: String,
+        #[serde(default)]
+        variant: Option<String>,
+    }
+    let named: Named = serde_json::from_slice(bytes).map_err(|source| RegistryError::BadJson {
+        place: place.clone(),
+        what: format!("config {digest}"),
+        source,
+    })?;
+    if named.os.is_empty() || named.architecture.is_empty() {
+        return Ok(());
+    }
+    let actual = Platform::new(&named.os, &named.architecture, named.variant.as_deref());
+    if actual != *wanted {
+        return Err(RegistryError::PlatformMismatch {
+            reference: reference.to_string(),
+            wanted: wanted.to_string(),
+            actual: actual.to_string(),
+        });
+    }
+    Ok(())
+}
+
 async fn store_document(store: &Arc<dyn BlobStore>, doc: &Manifest) -> Result<(), RegistryError> {
     let store = store.clone();
     let digest = doc.digest.clone();

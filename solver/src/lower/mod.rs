@@ -120,14 +120,15 @@ pub struct ResolvedImage {
 /// Why an image could not be resolved.
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
-    /// No such image (or none for the platform).
-    #[error("{reference}: not found")]
+    /// No such image (or none for the platform). The reference is not repeated in the
+    /// message: [`LowerError::Resolve`] names it.
+    #[error("not found")]
     NotFound {
         /// The reference asked for.
         reference: String,
     },
     /// The store or registry failed.
-    #[error("{reference}: cannot resolve")]
+    #[error("cannot resolve")]
     Backend {
         /// The reference asked for.
         reference: String,
