@@ -132,12 +132,32 @@ impl CacheIndex {
 
     /// Records `key` → `record`, replacing an earlier record.
     pub fn put(&self, key: &Digest, record: &CacheRecord) -> Result<(), IndexError> {
-        let key = key.to_string();
-        let bytes = serde_json::to_vec(record).expect("records serialise");
+        self.put_all([(key, record)])
+    }
+
+    /// Records every `key` → `record` of `records` in one commit.
+    pub fn put_all<'a>(
+        &self,
+        records: impl IntoIterator<Item = (&'a Digest, &'a CacheRecord)>,
+    ) -> Result<(), IndexError> {
+        let encoded: Vec<(String, Vec<u8>)> = records
+            .into_iter()
+            .map(|(key, record)| {
+                let bytes = serde_json::to_vec(record).expect("records serialise");
+                (key.to_string(), bytes)
+            })
+            .collect();
+        if encoded.is_empty() {
+            return Ok(());
+        }
         self.with_db(|db| {
             let txn = db.begin_write()?;
-            txn.open_table(RECORDS)?
-                .insert(key.as_str(), bytes.as_slice())?;
+            {
+                let mut table = txn.open_table(RECORDS)?;
+                for (key, bytes) in &encoded {
+                    table.insert(key.as_str(), bytes.as_slice())?;
+                }
+            }
             txn.commit()?;
             Ok(())
         })
@@ -352,6 +372,11 @@ mod tests {
         index.put(&a, &record(3)).unwrap();
         assert_eq!(index.get(&a).unwrap(), Some(record(3)));
         assert_eq!(index.all().unwrap().len(), 2);
+        let c = Digest::of(b"c");
+        index.put_all([(&a, &record(4)), (&c, &record(5))]).unwrap();
+        assert_eq!(index.get(&a).unwrap(), Some(record(4)));
+        assert_eq!(index.get(&c).unwrap(), Some(record(5)));
+        index.remove([&c]).unwrap();
         index.remove([&a]).unwrap();
         assert_eq!(index.get(&a).unwrap(), None);
         assert_eq!(index.all().unwrap(), vec![(b, record(2))]);

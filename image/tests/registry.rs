@@ -589,9 +589,15 @@ async fn a_single_image_for_another_platform_is_refused_before_its_layers_are_fe
     let arm = build_image(&store, Flavor::Oci, &[(Compression::Gzip, 700)], "arm64", 8);
     let client = client();
     let reference = iref(&format!("{host}/single/arm:v1"));
-    push_image(&client, &reference, &arm.manifest, store.clone(), &NoProgress)
-        .await
-        .unwrap();
+    push_image(
+        &client,
+        &reference,
+        &arm.manifest,
+        store.clone(),
+        &NoProgress,
+    )
+    .await
+    .unwrap();
 
     let (_p, pulled_store) = DirStore::new();
     let err = pull_image(
@@ -615,13 +621,22 @@ async fn a_single_image_for_another_platform_is_refused_before_its_layers_are_fe
         "{msg}"
     );
     for layer in &arm.layers {
-        assert!(!pulled_store.digests().contains(layer), "{layer} was fetched");
+        assert!(
+            !pulled_store.digests().contains(layer),
+            "{layer} was fetched"
+        );
     }
 
     let arm64: Platform = "linux/arm64".parse().unwrap();
-    pull_image(&client, &reference, &arm64, pulled_store.clone(), &NoProgress)
-        .await
-        .unwrap();
+    pull_image(
+        &client,
+        &reference,
+        &arm64,
+        pulled_store.clone(),
+        &NoProgress,
+    )
+    .await
+    .unwrap();
     let mut expected = arm.blobs();
     expected.push(arm.manifest.clone());
     expected.sort();

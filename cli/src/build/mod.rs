@@ -9,6 +9,7 @@ mod download;
 mod export;
 mod fileop;
 pub(crate) mod progress;
+mod records;
 mod remote;
 mod resolver;
 mod secrets;
@@ -38,6 +39,7 @@ use crate::state::State;
 use crate::transfer::TransferDisplay;
 use export::{LoweredImage, Output};
 use progress::{Progress, ProgressMode};
+use records::RecordWriter;
 use remote::RemoteCaches;
 use resolver::{Puller, StoreResolver};
 use secrets::Secrets;
@@ -309,6 +311,8 @@ async fn build(root: &Path, args: BuildArgs) -> anyhow::Result<ExitCode> {
     let parts = WorkerParts {
         snapshots,
         index: state.store.index(),
+        records: RecordWriter::new(state.store.index())
+            .context("starting the cache record writer")?,
         executor,
         context: BuildContext {
             dir: context_dir.clone(),
@@ -371,9 +375,17 @@ async fn build(root: &Path, args: BuildArgs) -> anyhow::Result<ExitCode> {
     };
     drop(solver);
     let _ = display.await;
+    // The records of the steps that ran are committed while the image is written.
+    worker.parts().records.close();
     let solved = match solved {
         Ok(solved) => solved,
-        Err(err) => return Err(explain(err, &dockerfile_name, &text)),
+        Err(err) => {
+            // The steps that did run stay cached for the next attempt.
+            if let Err(e) = worker.parts().records.finish() {
+                eprintln!("kiln: warning: writing the build's cache records: {e}");
+            }
+            return Err(explain(err, &dockerfile_name, &text));
+        }
     };
     worker
         .parts()
@@ -406,6 +418,10 @@ async fn build(root: &Path, args: BuildArgs) -> anyhow::Result<ExitCode> {
     };
     let image = export::export(worker.parts(), &lowered, &results, &output, inline)?;
     let parts = worker.parts();
+    parts
+        .records
+        .finish()
+        .context("writing the build's cache records")?;
     let content = parts.store.content();
     remote
         .remember_hits(content, &parts.index)

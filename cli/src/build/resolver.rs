@@ -111,7 +111,11 @@ impl ImageResolver for StoreResolver<'_> {
         reference: &ImageRef,
         platform: &Platform,
     ) -> Result<ResolvedImage, ResolveError> {
-        if let Some(puller) = self.puller.as_ref().filter(|_| self.needs_pull(reference, platform)) {
+        if let Some(puller) = self
+            .puller
+            .as_ref()
+            .filter(|_| self.needs_pull(reference, platform))
+        {
             puller
                 .display
                 .println(&format!("pulling {reference} for {platform}"));
@@ -161,9 +165,5 @@ impl ImageResolver for StoreResolver<'_> {
 fn is_for(config: &ImageConfig, platform: &Platform) -> bool {
     config.os.is_empty()
         || config.architecture.is_empty()
-        || Platform::new(
-            &config.os,
-            &config.architecture,
-            config.variant.as_deref(),
-        ) == *platform
+        || Platform::new(&config.os, &config.architecture, config.variant.as_deref()) == *platform
 }

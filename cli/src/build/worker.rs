@@ -14,6 +14,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use super::records::RecordWriter;
 use anyhow::{Context as _, bail};
 use kiln_cache::content::SnapshotLayer;
 use kiln_cache::context::{ContextTree, IgnoreMatcher, Selection, StatCache, checksum};
@@ -106,6 +107,8 @@ pub struct WorkerParts {
     pub snapshots: Snapshotter,
     /// The cache index.
     pub index: CacheIndex,
+    /// Writes the records of the steps this build runs into the index.
+    pub records: RecordWriter,
     /// Runs RUN steps.
     pub executor: RuncExecutor,
     /// The build context.
@@ -157,6 +160,8 @@ impl Drop for LocalWorker {
         for thread in preparing {
             let _ = thread.join();
         }
+        // Before the parts (and the store's lock) go; the build has reported any failure.
+        let _ = self.parts.records.finish();
     }
 }
 
@@ -328,9 +333,11 @@ impl WorkerParts {
 
     fn lookup(&self, key: &CacheKey) -> anyhow::Result<Option<StateRef>> {
         let content = self.store.content();
-        let local = self
-            .index
-            .get(key.digest())?
+        let local = match self.records.get(key.digest()) {
+            Some(record) => Some(record),
+            None => self.index.get(key.digest())?,
+        };
+        let local = local
             // A record whose blob was collected since is stale.
             .filter(|record| record.layers.iter().all(|l| content.contains(&l.blob)));
         // A remote record's blobs are fetched when something needs their bytes.
@@ -371,7 +378,7 @@ impl WorkerParts {
         reuse: bool,
         prepared: Option<fileop::PreparedCopy>,
     ) -> anyhow::Result<StateRef> {
-        let _turn = match op {
+        let turn = match op {
             Op::Source(_) => None,
             _ if !reuse => None,
             _ => {
@@ -411,8 +418,8 @@ impl WorkerParts {
                 layers: layers.to_vec(),
                 created: now(),
             };
-            self.index.put(key.digest(), &record)?;
             self.note_solved(key, &record);
+            self.records.put(key.digest(), &record, turn)?;
         }
         Ok(result)
     }

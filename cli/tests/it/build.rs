@@ -351,6 +351,29 @@ fn a_failing_step_is_named_with_its_line_and_exit_code() {
 }
 
 #[test]
+fn the_steps_before_a_failing_one_are_cached_for_the_next_attempt() {
+    let kiln = Kiln::new();
+    let steps = format!("{BASE}RUN echo one > /one\nCOPY a.txt /a.txt\n");
+    let ctx = context(&kiln, &format!("{steps}RUN exit 3\n"), &[("a.txt", "a")]);
+    let out = kiln.run(&["build", "--progress", "plain", ctx.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let ctx = context(
+        &kiln,
+        &format!("{steps}RUN echo fixed > /fixed\n"),
+        &[("a.txt", "a")],
+    );
+    let built = build(&kiln, &ctx, &[]);
+    assert_eq!(built.ran.len(), 1, "{}", built.stderr);
+    assert!(
+        built.ran[0].ends_with("RUN echo fixed > /fixed"),
+        "{}",
+        built.stderr
+    );
+    // BASE's two steps and the two before the failing one.
+    assert_eq!(built.cached.len(), 4, "{}", built.stderr);
+}
+
+#[test]
 fn cache_mounts_persist_between_builds_and_stay_out_of_the_layers() {
     let kiln = Kiln::new();
     let dockerfile = format!(

@@ -499,12 +499,24 @@ fn a_stored_base_for_another_platform_is_pulled_for_the_platform_built() {
     let base = format!("{}/cross/base:1", registry.host());
     // The registry holds the name only for arm64 (one manifest, no index).
     let pusher = Kiln::new();
-    let ctx = context(&pusher, "FROM scratch\nCOPY from-registry /\n", &[("from-registry", "arm64\n")]);
-    build(&pusher, &ctx, &["--platform", "linux/arm64", "-t", &base, "--push"]);
+    let ctx = context(
+        &pusher,
+        "FROM scratch\nCOPY from-registry /\n",
+        &[("from-registry", "arm64\n")],
+    );
+    build(
+        &pusher,
+        &ctx,
+        &["--platform", "linux/arm64", "-t", &base, "--push"],
+    );
 
     // The store holds the same name for this machine's platform.
     let user = Kiln::new();
-    let ctx = context(&user, "FROM scratch\nCOPY from-store /\n", &[("from-store", "host\n")]);
+    let ctx = context(
+        &user,
+        "FROM scratch\nCOPY from-store /\n",
+        &[("from-store", "host\n")],
+    );
     build(&user, &ctx, &["-t", &base]);
 
     let dockerfile = format!("FROM {base}\nCOPY mine /\n");
@@ -513,17 +525,27 @@ fn a_stored_base_for_another_platform_is_pulled_for_the_platform_built() {
     build(
         &user,
         &ctx,
-        &["--platform", "linux/arm64", "-o", &format!("type=local,dest={}", out.display())],
+        &[
+            "--platform",
+            "linux/arm64",
+            "-o",
+            &format!("type=local,dest={}", out.display()),
+        ],
     );
     assert_eq!(read(&out.join("from-registry")), "arm64\n");
-    assert!(!out.join("from-store").exists(), "the stored amd64 image was used");
+    assert!(
+        !out.join("from-store").exists(),
+        "the stored amd64 image was used"
+    );
 
     // Now the store has the arm64 image under the name, and the registry nothing else:
     // a build for this machine cannot have its base, and says why.
     let stderr = user.fails(&["build", "--progress", "plain", ctx.to_str().unwrap()]);
     let host = kiln_image::Platform::host().to_string();
     assert!(
-        stderr.contains(&base) && stderr.contains("linux/arm64") && stderr.contains(&format!("not {host}")),
+        stderr.contains(&base)
+            && stderr.contains("linux/arm64")
+            && stderr.contains(&format!("not {host}")),
         "{stderr}"
     );
 }

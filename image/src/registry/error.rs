@@ -219,7 +219,9 @@ pub enum RegistryError {
     },
 
     /// The reference names a single image, built for another platform.
-    #[error("{reference}: the image is for {actual}, not {wanted} (it names one image, not an index of platforms)")]
+    #[error(
+        "{reference}: the image is for {actual}, not {wanted} (it names one image, not an index of platforms)"
+    )]
     PlatformMismatch {
         /// The reference that was resolved.
         reference: String,
