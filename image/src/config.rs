@@ -48,6 +48,12 @@ pub struct ImageConfig {
 }
 
 impl ImageConfig {
+    /// The platform the configuration names; `None` when it names no OS or no
+    /// architecture (such an image is taken for any platform).
+    pub fn platform(&self) -> Option<Platform> {
+        Platform::named(&self.os, &self.architecture, self.variant.as_deref())
+    }
+
     /// An empty configuration for `platform` (what `FROM scratch` starts from).
     pub fn for_platform(platform: &Platform) -> ImageConfig {
         ImageConfig {

@@ -105,6 +105,13 @@ impl Platform {
         }
     }
 
+    /// The platform an image configuration names, normalised; `None` when it names no
+    /// OS or no architecture.
+    pub fn named(os: &str, architecture: &str, variant: Option<&str>) -> Option<Platform> {
+        (!os.is_empty() && !architecture.is_empty())
+            .then(|| Platform::new(os, architecture, variant))
+    }
+
     /// The platform this program runs on.
     pub fn host() -> Platform {
         use std::env::consts::{ARCH, OS};

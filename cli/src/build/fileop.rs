@@ -156,13 +156,14 @@ pub fn commit_prepared(
 
 /// Whether the layer whose snapshot is `dir` has an entry the prepared copy depends on.
 fn touches(dir: &Path, prepared: &PreparedCopy) -> anyhow::Result<bool> {
-    let exists = |rel: &Path| -> anyhow::Result<bool> {
+    let entry = |rel: &Path| -> anyhow::Result<Option<fs::Metadata>> {
         match fs::symlink_metadata(dir.join(rel)) {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Ok(meta) => Ok(Some(meta)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("reading {}", dir.join(rel).display())),
         }
     };
+    let exists = |rel: &Path| entry(rel).map(|meta| meta.is_some());
     // An opaque root hides everything below it.
     if kiln_image::layer::is_overlay_opaque(dir)? {
         return Ok(true);
@@ -180,13 +181,9 @@ fn touches(dir: &Path, prepared: &PreparedCopy) -> anyhow::Result<bool> {
                 return Ok(true);
             }
         }
-        let etc = Path::new("etc");
-        if exists(etc)?
-            && (!dir.join(etc).is_dir()
-                || fs::symlink_metadata(dir.join(etc))?
-                    .file_type()
-                    .is_symlink()
-                || kiln_image::layer::is_overlay_opaque(&dir.join(etc))?)
+        // `/etc` replaced (by a file, a symlink, or an opaque directory) hides both.
+        if let Some(meta) = entry(Path::new("etc"))?
+            && (!meta.is_dir() || kiln_image::layer::is_overlay_opaque(&dir.join("etc"))?)
         {
             return Ok(true);
         }

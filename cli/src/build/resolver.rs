@@ -58,7 +58,7 @@ impl<'a> StoreResolver<'a> {
             return false;
         }
         let stored = match self.find(reference) {
-            Ok(found) => is_for(&found.config, platform),
+            Ok(found) => found.config.platform().is_none_or(|p| p == *platform),
             Err(ResolveError::NotFound { .. }) => false,
             Err(_) => false,
         };
@@ -142,28 +142,14 @@ impl ImageResolver for StoreResolver<'_> {
                 .insert((reference.clone(), platform.clone()));
         }
         let found = self.find(reference)?;
-        if !is_for(&found.config, platform) {
+        if let Some(stored) = found.config.platform()
+            && stored != *platform
+        {
             return Err(ResolveError::Backend {
                 reference: reference.to_string(),
-                source: format!(
-                    "the stored image is for {}, not {platform}",
-                    Platform::new(
-                        &found.config.os,
-                        &found.config.architecture,
-                        found.config.variant.as_deref()
-                    )
-                )
-                .into(),
+                source: format!("the stored image is for {stored}, not {platform}").into(),
             });
         }
         Ok(found)
     }
-}
-
-/// Whether an image whose config is `config` is for `platform` (a config naming no
-/// platform is taken for any, as a pull takes it).
-fn is_for(config: &ImageConfig, platform: &Platform) -> bool {
-    config.os.is_empty()
-        || config.architecture.is_empty()
-        || Platform::new(&config.os, &config.architecture, config.variant.as_deref()) == *platform
 }

@@ -792,8 +792,6 @@ impl WorkerParts {
     }
 }
 
-/// The layers of the image manifest `manifest` in `content`, bottom first, with the
-/// diff IDs its config lists.
 /// A change set hashed as a layer, not yet committed.
 pub(super) struct HashedLayer {
     layer: LayerDescriptor,
@@ -822,6 +820,8 @@ fn with_layer(base: &[LayerRecord], layer: LayerDescriptor) -> StateRef {
     StateRef::Layers(Arc::new(layers))
 }
 
+/// The layers of the image manifest `manifest` in `content`, bottom first, with the
+/// diff IDs its config lists.
 pub(crate) fn stored_image_layers(
     content: &ContentStore,
     manifest: &Digest,

@@ -335,10 +335,10 @@ fn check_platform(
         what: format!("config {digest}"),
         source,
     })?;
-    if named.os.is_empty() || named.architecture.is_empty() {
+    let Some(actual) = Platform::named(&named.os, &named.architecture, named.variant.as_deref())
+    else {
         return Ok(());
-    }
-    let actual = Platform::new(&named.os, &named.architecture, named.variant.as_deref());
+    };
     if actual != *wanted {
         return Err(RegistryError::PlatformMismatch {
             reference: reference.to_string(),
