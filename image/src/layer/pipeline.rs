@@ -5,8 +5,8 @@
 //! Data moves in fixed-size chunks through bounded channels, so memory stays flat however
 //! large the layer grows: at most a few chunks per stage are alive at once. A chunk is
 //! shared (`Arc`) between the diffID hasher and the compressor rather than copied, and
-//! once its last reader is done its buffer goes back to a [`Buffers`] pool, so a steady
-//! stream reuses the same few megabytes instead of allocating and faulting in new ones.
+//! once its last reader is done its buffer goes back to a process-wide pool, so streams
+//! reuse the same few megabytes instead of allocating and faulting in new ones.
 //!
 //! One pass already keeps every core busy, so a process runs at most as many passes at
 //! once as it has cores: more would add their buffers (tens of megabytes each), not
@@ -71,35 +71,45 @@ const CHUNK_SIZE: usize = 1 << 20;
 /// Chunks queued between two stages.
 const QUEUE: usize = 8;
 
-/// Spare chunk buffers, shared by every stage of one pass.
-#[derive(Clone)]
-struct Buffers {
-    free_tx: Sender<Vec<u8>>,
-    free_rx: Receiver<Vec<u8>>,
-}
+/// Spare chunk buffers, kept for the life of the process: a buffer's pages are faulted
+/// in once, not again by every pass (the allocator hands freed megabytes back to the
+/// kernel, and faulting a layer's worth of fresh pages in costs as much as hashing it).
+static SPARE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+/// Most spare buffers kept: what one pass holds when all its queues are full. Passes
+/// that need more at once allocate the rest and free them when done.
+const SPARE_LIMIT: usize = 2 * QUEUE;
+
+/// The chunk buffers of the passes, taken from and given back to [`SPARE`].
+#[derive(Clone, Copy)]
+struct Buffers;
 
 impl Buffers {
-    fn new() -> Buffers {
-        // Enough for every queue to be full and each stage to hold one more.
-        let (free_tx, free_rx) = bounded(4 * QUEUE);
-        Buffers { free_tx, free_rx }
+    fn spare() -> MutexGuard<'static, Vec<Vec<u8>>> {
+        SPARE.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// An empty buffer with room for a whole chunk.
-    fn take(&self) -> Vec<u8> {
-        self.free_rx
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(CHUNK_SIZE))
+    fn take(self) -> Vec<u8> {
+        Buffers::spare()
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(CHUNK_SIZE))
     }
 
-    /// Drops this reference to `chunk`; the last one returns its buffer to the pool.
-    fn recycle(&self, chunk: Chunk) {
-        if let Some(mut buf) = Arc::into_inner(chunk)
-            && buf.capacity() == CHUNK_SIZE
-        {
+    /// Keeps `buf` as a spare if it is a chunk buffer and there is room.
+    fn give(self, mut buf: Vec<u8>) {
+        if buf.capacity() == CHUNK_SIZE {
             buf.clear();
-            // A full pool means the stages are holding fewer chunks than it has room for.
-            let _ = self.free_tx.try_send(buf);
+            let mut spare = Buffers::spare();
+            if spare.len() < SPARE_LIMIT {
+                spare.push(buf);
+            }
+        }
+    }
+
+    /// Drops this reference to `chunk`; the last one gives its buffer back.
+    fn recycle(self, chunk: Chunk) {
+        if let Some(buf) = Arc::into_inner(chunk) {
+            self.give(buf);
         }
     }
 }
@@ -194,6 +204,12 @@ impl ChunkWriter {
     }
 }
 
+impl Drop for ChunkWriter {
+    fn drop(&mut self) {
+        self.buffers.give(std::mem::take(&mut self.buf));
+    }
+}
+
 impl Write for ChunkWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         if self.buf.len() == CHUNK_SIZE {
@@ -223,9 +239,9 @@ where
 {
     let workers = thread::available_parallelism().map_or(1, |n| n.get());
     let _turn = PASSES.enter(workers);
-    let buffers = Buffers::new();
+    let buffers = Buffers;
     if compression == Compression::None {
-        return plain(out, &buffers, produce);
+        return plain(out, buffers, produce);
     }
     let (hash_tx, hash_rx) = bounded::<Chunk>(QUEUE);
     let (raw_tx, raw_rx) = bounded::<Chunk>(QUEUE);
@@ -233,7 +249,6 @@ where
 
     thread::scope(|s| {
         let producer = {
-            let buffers = buffers.clone();
             s.spawn(move || {
                 let mut w = ChunkWriter::new(vec![hash_tx, raw_tx], buffers);
                 produce(&mut w)?;
@@ -242,7 +257,6 @@ where
             })
         };
         let hasher = {
-            let buffers = buffers.clone();
             s.spawn(move || {
                 let mut d = Digester::new();
                 for chunk in hash_rx {
@@ -254,17 +268,16 @@ where
             })
         };
         let compressor = {
-            let buffers = buffers.clone();
             s.spawn(move || match compression {
                 Compression::None => unreachable!("plain layers take the single-hash path"),
                 Compression::Gzip => {
                     super::gzip::compress(raw_rx, packed_tx, level.unsigned_abs(), workers)
                 }
-                Compression::Zstd => zstd(raw_rx, packed_tx, level, workers, &buffers),
+                Compression::Zstd => zstd(raw_rx, packed_tx, level, workers, buffers),
             })
         };
 
-        let (written, digest, size) = drain(packed_rx, out, &buffers);
+        let (written, digest, size) = drain(packed_rx, out, buffers);
         let produced = producer.join().expect("layer producer thread panicked");
         let compressed = compressor.join().expect("layer compressor thread panicked");
         let (diff_id, diff_size) = hasher.join().expect("layer hasher thread panicked");
@@ -283,7 +296,7 @@ where
 
 /// The pass of an uncompressed layer: the blob is the tar, so one hash gives both the
 /// diffID and the digest.
-fn plain<W, P>(out: &mut W, buffers: &Buffers, produce: P) -> Result<Hashed, LayerError>
+fn plain<W, P>(out: &mut W, buffers: Buffers, produce: P) -> Result<Hashed, LayerError>
 where
     W: Write,
     P: FnOnce(&mut ChunkWriter) -> Result<(), LayerError> + Send,
@@ -291,7 +304,6 @@ where
     let (raw_tx, raw_rx) = bounded::<Chunk>(QUEUE);
     thread::scope(|s| {
         let producer = {
-            let buffers = buffers.clone();
             s.spawn(move || {
                 let mut w = ChunkWriter::new(vec![raw_tx], buffers);
                 produce(&mut w)?;
@@ -318,7 +330,7 @@ where
 fn drain<W: Write>(
     input: Receiver<Chunk>,
     out: &mut W,
-    buffers: &Buffers,
+    buffers: Buffers,
 ) -> (io::Result<()>, Digest, u64) {
     let mut digester = Digester::new();
     let mut written = Ok(());
@@ -346,7 +358,7 @@ fn zstd(
     output: Sender<Chunk>,
     level: i32,
     workers: usize,
-    buffers: &Buffers,
+    buffers: Buffers,
 ) -> io::Result<()> {
     use zstd::stream::raw::{CParameter, Encoder, InBuffer, Operation, OutBuffer};
 
@@ -383,6 +395,7 @@ fn zstd(
     if !out.is_empty() {
         send(&mut out)?;
     }
+    buffers.give(out);
     Ok(())
 }
 
