@@ -8,6 +8,10 @@
 //! once its last reader is done its buffer goes back to a process-wide pool, so streams
 //! reuse the same few megabytes instead of allocating and faulting in new ones.
 //!
+//! An uncompressed layer needs one hash only. It is read and hashed on two threads when
+//! a core is idle, and on the caller's thread alone when none is: there a second thread
+//! would only add copying the stream from one core's cache to the other's.
+//!
 //! One pass already keeps every core busy, so a process runs at most as many passes at
 //! once as it has cores: more would add their buffers (tens of megabytes each), not
 //! speed. Steps of parallel stages that finish together take turns.
@@ -136,23 +140,60 @@ impl Hashed {
     }
 }
 
-/// Buffers a byte stream into chunks and sends each full chunk to every sink.
-pub(super) struct ChunkWriter {
+/// Buffers a byte stream into chunks and hands each full chunk on.
+pub(super) struct ChunkWriter<'o> {
     buf: Vec<u8>,
-    sinks: Vec<Sender<Chunk>>,
+    sink: Sink<'o>,
     buffers: Buffers,
 }
+
+/// Where a [`ChunkWriter`]'s full chunks go.
+enum Sink<'o> {
+    /// To the threads of the other stages, each chunk to every one of them.
+    Threads(Vec<Sender<Chunk>>),
+    /// Hashed and written out on the producer's own thread, in chunks small enough to
+    /// still be in the core's cache when they are hashed.
+    Here {
+        digester: Digester,
+        out: &'o mut dyn Write,
+        /// The first error writing `out`; the producer sees a broken pipe.
+        failed: Option<io::Error>,
+    },
+}
+
+/// Size of the chunks a [`Sink::Here`] writer hashes.
+const HERE_CHUNK_SIZE: usize = 128 << 10;
 
 fn consumer_gone() -> io::Error {
     io::Error::new(io::ErrorKind::BrokenPipe, "layer stream consumer stopped")
 }
 
-impl ChunkWriter {
-    fn new(sinks: Vec<Sender<Chunk>>, buffers: Buffers) -> ChunkWriter {
+impl<'o> ChunkWriter<'o> {
+    fn new(sinks: Vec<Sender<Chunk>>, buffers: Buffers) -> ChunkWriter<'o> {
         ChunkWriter {
             buf: buffers.take(),
-            sinks,
+            sink: Sink::Threads(sinks),
             buffers,
+        }
+    }
+
+    fn here(out: &'o mut dyn Write, buffers: Buffers) -> ChunkWriter<'o> {
+        ChunkWriter {
+            buf: buffers.take(),
+            sink: Sink::Here {
+                digester: Digester::new(),
+                out,
+                failed: None,
+            },
+            buffers,
+        }
+    }
+
+    /// How full the buffer gets before it is handed on.
+    fn chunk_size(&self) -> usize {
+        match self.sink {
+            Sink::Threads(_) => CHUNK_SIZE,
+            Sink::Here { .. } => HERE_CHUNK_SIZE,
         }
     }
 
@@ -160,23 +201,60 @@ impl ChunkWriter {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let chunk = Arc::new(std::mem::replace(&mut self.buf, self.buffers.take()));
-        for sink in &self.sinks {
-            sink.send(chunk.clone()).map_err(|_| consumer_gone())?;
+        match &mut self.sink {
+            Sink::Threads(sinks) => {
+                let chunk = Arc::new(std::mem::replace(&mut self.buf, self.buffers.take()));
+                for sink in sinks.iter() {
+                    sink.send(chunk.clone()).map_err(|_| consumer_gone())?;
+                }
+            }
+            Sink::Here {
+                digester,
+                out,
+                failed,
+            } => {
+                if failed.is_some() {
+                    return Err(consumer_gone());
+                }
+                digester.update(&self.buf);
+                if let Err(e) = out.write_all(&self.buf) {
+                    *failed = Some(e);
+                    return Err(consumer_gone());
+                }
+                self.buf.clear();
+            }
         }
         Ok(())
+    }
+
+    /// Hands on what is buffered and returns what a [`Sink::Here`] writer hashed: the
+    /// first error writing out, or the digest and length of the stream.
+    fn finish_here(mut self) -> io::Result<(Digest, u64)> {
+        let sent = self.send_full();
+        match std::mem::replace(&mut self.sink, Sink::Threads(Vec::new())) {
+            Sink::Here {
+                failed: Some(e), ..
+            } => Err(e),
+            Sink::Here { digester, .. } => {
+                sent?;
+                let len = digester.len();
+                Ok((digester.finish(), len))
+            }
+            Sink::Threads(_) => unreachable!("finish_here is only called on a Here writer"),
+        }
     }
 
     /// Copies up to `len` bytes from `src` straight into the chunk buffers (no
     /// intermediate buffer, no zero-filling first); returns how many were read before
     /// `src` ended.
     pub(super) fn copy_from(&mut self, src: &mut impl Read, len: u64) -> io::Result<u64> {
+        let size = self.chunk_size();
         let mut left = len;
         while left > 0 {
-            if self.buf.len() == CHUNK_SIZE {
+            if self.buf.len() >= size {
                 self.send_full()?;
             }
-            let room = (CHUNK_SIZE - self.buf.len()) as u64;
+            let room = (size - self.buf.len()) as u64;
             // Bounded by the room left, so the buffer never grows past a chunk.
             let n = src
                 .by_ref()
@@ -192,11 +270,12 @@ impl ChunkWriter {
 
     /// Appends `n` zero bytes (tar padding).
     pub(super) fn zeros(&mut self, mut n: usize) -> io::Result<()> {
+        let size = self.chunk_size();
         while n > 0 {
-            if self.buf.len() == CHUNK_SIZE {
+            if self.buf.len() >= size {
                 self.send_full()?;
             }
-            let k = n.min(CHUNK_SIZE - self.buf.len());
+            let k = n.min(size - self.buf.len());
             self.buf.resize(self.buf.len() + k, 0);
             n -= k;
         }
@@ -204,18 +283,19 @@ impl ChunkWriter {
     }
 }
 
-impl Drop for ChunkWriter {
+impl Drop for ChunkWriter<'_> {
     fn drop(&mut self) {
         self.buffers.give(std::mem::take(&mut self.buf));
     }
 }
 
-impl Write for ChunkWriter {
+impl Write for ChunkWriter<'_> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        if self.buf.len() == CHUNK_SIZE {
+        let size = self.chunk_size();
+        if self.buf.len() >= size {
             self.send_full()?;
         }
-        let n = data.len().min(CHUNK_SIZE - self.buf.len());
+        let n = data.len().min(size - self.buf.len());
         self.buf.extend_from_slice(&data[..n]);
         Ok(n)
     }
@@ -295,22 +375,48 @@ where
 }
 
 /// The pass of an uncompressed layer: the blob is the tar, so one hash gives both the
-/// diffID and the digest.
+/// diffID and the digest. Reading the files and hashing them overlap on two threads
+/// when a core is idle; otherwise the hashing thread would only add the copying of the
+/// stream between cores to the work, and the pass runs on the calling thread alone.
 fn plain<W, P>(out: &mut W, buffers: Buffers, produce: P) -> Result<Hashed, LayerError>
+where
+    W: Write,
+    P: FnOnce(&mut ChunkWriter) -> Result<(), LayerError> + Send,
+{
+    if a_core_is_idle() {
+        plain_threads(out, buffers, produce)
+    } else {
+        plain_here(out, buffers, produce)
+    }
+}
+
+/// Whether fewer threads are running or ready to run than this process may use cores,
+/// from the kernel's count in `/proc/loadavg` (which includes the caller).
+fn a_core_is_idle() -> bool {
+    let cores = thread::available_parallelism().map_or(1, |n| n.get());
+    let running = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| {
+            let field = text.split_whitespace().nth(3)?;
+            field.split('/').next()?.parse::<usize>().ok()
+        });
+    running.is_none_or(|running| running < cores)
+}
+
+/// [`plain`] with the files read on a thread of their own.
+fn plain_threads<W, P>(out: &mut W, buffers: Buffers, produce: P) -> Result<Hashed, LayerError>
 where
     W: Write,
     P: FnOnce(&mut ChunkWriter) -> Result<(), LayerError> + Send,
 {
     let (raw_tx, raw_rx) = bounded::<Chunk>(QUEUE);
     thread::scope(|s| {
-        let producer = {
-            s.spawn(move || {
-                let mut w = ChunkWriter::new(vec![raw_tx], buffers);
-                produce(&mut w)?;
-                w.send_full()
-                    .map_err(|source| LayerError::WriteLayer { source })
-            })
-        };
+        let producer = s.spawn(move || {
+            let mut w = ChunkWriter::new(vec![raw_tx], buffers);
+            produce(&mut w)?;
+            w.send_full()
+                .map_err(|source| LayerError::WriteLayer { source })
+        });
         let (written, digest, size) = drain(raw_rx, out, buffers);
         let produced = producer.join().expect("layer producer thread panicked");
         written.map_err(|source| LayerError::WriteLayer { source })?;
@@ -321,6 +427,28 @@ where
             digest,
             size,
         })
+    })
+}
+
+/// [`plain`] on the calling thread alone.
+fn plain_here<W, P>(out: &mut W, buffers: Buffers, produce: P) -> Result<Hashed, LayerError>
+where
+    W: Write,
+    P: FnOnce(&mut ChunkWriter) -> Result<(), LayerError>,
+{
+    let mut w = ChunkWriter::here(out, buffers);
+    let produced = produce(&mut w);
+    // The first cause wins: a failing output explains the broken pipe the walk then saw.
+    let (digest, size) = match (w.finish_here(), produced) {
+        (Err(source), _) => return Err(LayerError::WriteLayer { source }),
+        (Ok(_), Err(e)) => return Err(e),
+        (Ok(hashed), Ok(())) => hashed,
+    };
+    Ok(Hashed {
+        diff_id: digest.clone(),
+        diff_size: size,
+        digest,
+        size,
     })
 }
 
@@ -449,5 +577,89 @@ mod tests {
             .unwrap();
         });
         assert!(most <= workers, "{most} passes at once on {workers} cores");
+    }
+
+    /// A stream of `len` bytes that is not a repetition of a chunk, produced the way
+    /// the tar writer does it: some written, some copied from a reader, some padding.
+    fn produce(
+        len: usize,
+    ) -> (
+        Vec<u8>,
+        impl FnOnce(&mut ChunkWriter) -> Result<(), LayerError> + Send,
+    ) {
+        let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 251) as u8).collect();
+        let mut expected = b"head".to_vec();
+        expected.extend_from_slice(&data);
+        expected.extend_from_slice(&[0; 1000]);
+        let produce = move |w: &mut ChunkWriter| {
+            let write = |source| LayerError::WriteLayer { source };
+            w.write_all(b"head").map_err(write)?;
+            let copied = w.copy_from(&mut data.as_slice(), u64::MAX).map_err(write)?;
+            assert_eq!(copied, data.len() as u64);
+            w.zeros(1000).map_err(write)
+        };
+        (expected, produce)
+    }
+
+    #[test]
+    fn both_plain_passes_write_and_hash_the_stream_unchanged() {
+        let len = 3 * CHUNK_SIZE + 12_345;
+        for here in [false, true] {
+            let (expected, produce) = produce(len);
+            let mut out = Vec::new();
+            let hashed = if here {
+                plain_here(&mut out, Buffers, produce)
+            } else {
+                plain_threads(&mut out, Buffers, produce)
+            }
+            .unwrap();
+            assert!(out == expected, "here: {here}");
+            assert_eq!(hashed.diff_id, Digest::of(&expected), "here: {here}");
+            assert_eq!(hashed.digest, hashed.diff_id);
+            assert_eq!(
+                (hashed.size, hashed.diff_size),
+                (len as u64 + 1004, len as u64 + 1004)
+            );
+        }
+    }
+
+    /// An output that takes `room` bytes and then fails.
+    struct Full {
+        room: usize,
+    }
+
+    impl Write for Full {
+        fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::Error::other("disk full"));
+            }
+            let n = data.len().min(self.room);
+            self.room -= n;
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failing_output_is_the_error_of_both_plain_passes() {
+        for here in [false, true] {
+            let (_, produce) = produce(4 * CHUNK_SIZE);
+            let mut out = Full { room: CHUNK_SIZE };
+            let result = if here {
+                plain_here(&mut out, Buffers, produce)
+            } else {
+                plain_threads(&mut out, Buffers, produce)
+            };
+            match result {
+                Err(LayerError::WriteLayer { source }) => {
+                    assert_eq!(source.to_string(), "disk full", "here: {here}")
+                }
+                Err(e) => panic!("here: {here}: {e}"),
+                Ok(_) => panic!("here: {here}: wrote to a full output"),
+            }
+        }
     }
 }

@@ -160,14 +160,14 @@ struct Entry {
     xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
-struct TarWriter<'a> {
-    out: &'a mut ChunkWriter,
+struct TarWriter<'a, 'w> {
+    out: &'a mut ChunkWriter<'w>,
     options: &'a WriteOptions,
     /// First path seen for each multiply-linked inode.
     links: HashMap<(u64, u64), Vec<u8>>,
 }
 
-impl TarWriter<'_> {
+impl TarWriter<'_, '_> {
     fn write_tree(&mut self, dir: &Path, root_meta: &Metadata) -> Result<(), LayerError> {
         let overlay = self.options.source == Source::OverlayUpper;
         if overlay && self.opaque(dir)? {
