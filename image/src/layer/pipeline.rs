@@ -127,6 +127,16 @@ pub(super) struct Hashed {
 }
 
 impl Hashed {
+    /// What a pass of an uncompressed layer measured: its blob is its tar.
+    fn plain(digest: Digest, size: u64) -> Hashed {
+        Hashed {
+            diff_id: digest.clone(),
+            diff_size: size,
+            digest,
+            size,
+        }
+    }
+
     /// The descriptor of the blob this pass wrote, a layer of `flavor` and `compression`.
     pub(super) fn describe(self, flavor: Flavor, compression: Compression) -> LayerDescriptor {
         LayerDescriptor {
@@ -421,12 +431,7 @@ where
         let produced = producer.join().expect("layer producer thread panicked");
         written.map_err(|source| LayerError::WriteLayer { source })?;
         produced?;
-        Ok(Hashed {
-            diff_id: digest.clone(),
-            diff_size: size,
-            digest,
-            size,
-        })
+        Ok(Hashed::plain(digest, size))
     })
 }
 
@@ -439,17 +444,11 @@ where
     let mut w = ChunkWriter::here(out, buffers);
     let produced = produce(&mut w);
     // The first cause wins: a failing output explains the broken pipe the walk then saw.
-    let (digest, size) = match (w.finish_here(), produced) {
-        (Err(source), _) => return Err(LayerError::WriteLayer { source }),
-        (Ok(_), Err(e)) => return Err(e),
-        (Ok(hashed), Ok(())) => hashed,
-    };
-    Ok(Hashed {
-        diff_id: digest.clone(),
-        diff_size: size,
-        digest,
-        size,
-    })
+    match (w.finish_here(), produced) {
+        (Err(source), _) => Err(LayerError::WriteLayer { source }),
+        (Ok(_), Err(e)) => Err(e),
+        (Ok((digest, size)), Ok(())) => Ok(Hashed::plain(digest, size)),
+    }
 }
 
 /// Hashes the chunks from `input` and writes them to `out`; returns how writing went
