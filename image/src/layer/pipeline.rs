@@ -578,6 +578,19 @@ mod tests {
         assert!(most <= workers, "{most} passes at once on {workers} cores");
     }
 
+    #[test]
+    fn the_spare_buffers_stay_within_their_limit() {
+        for _ in 0..SPARE_LIMIT + 3 {
+            Buffers.give(Vec::with_capacity(CHUNK_SIZE));
+        }
+        // Other tests' passes take and give buffers meanwhile; none may pass the limit.
+        assert!(Buffers::spare().len() <= SPARE_LIMIT);
+        // Only whole chunk buffers are kept.
+        Buffers::spare().clear();
+        Buffers.give(Vec::with_capacity(10));
+        assert!(Buffers::spare().iter().all(|b| b.capacity() == CHUNK_SIZE));
+    }
+
     /// A stream of `len` bytes that is not a repetition of a chunk, produced the way
     /// the tar writer does it: some written, some copied from a reader, some padding.
     fn produce(
