@@ -19,9 +19,9 @@ use std::time::Duration;
 use kiln_image::layer::{WriteOptions, write_layer};
 use kiln_image::media_type::Flavor;
 use kiln_image::registry::{
-    ClientOptions, Credentials, MANIFEST_LIMIT, NoProgress, PushOutcome, RegistryClient,
-    RegistryError, RetryPolicy, StoredWhere, Transfer, TransferProgress, erase_credentials,
-    pull_image, push_image, store_credentials,
+    BlobStore, ClientOptions, Credentials, MANIFEST_LIMIT, NoProgress, PulledImage, PushOutcome,
+    RegistryClient, RegistryError, RetryPolicy, StoredWhere, Transfer, TransferProgress,
+    erase_credentials, pull_image, push_image, store_credentials,
 };
 use kiln_image::{BlobRead, BlobWrite, Compression, Digest, Digester, ImageRef, Platform};
 use serde_json::{Value, json};
@@ -258,6 +258,25 @@ fn amd64() -> Platform {
     "linux/amd64".parse().unwrap()
 }
 
+/// Pushes the image `manifest` names from `store` to `reference`, reporting no progress.
+async fn push_silently(
+    client: &RegistryClient,
+    reference: &ImageRef,
+    manifest: &Digest,
+    store: Arc<dyn BlobStore>,
+) -> Result<Digest, RegistryError> {
+    push_image(client, reference, manifest, store, &NoProgress).await
+}
+
+/// Pulls `reference` for linux/amd64 into `store`, reporting no progress.
+async fn pull_silently(
+    client: &RegistryClient,
+    reference: &ImageRef,
+    store: Arc<dyn BlobStore>,
+) -> Result<PulledImage, RegistryError> {
+    pull_image(client, reference, &amd64(), store, &NoProgress).await
+}
+
 /// Records how every transfer ended.
 #[derive(Default)]
 struct Recorder {
@@ -329,15 +348,9 @@ async fn pushed_oci_and_docker_images_read_back_with_skopeo() {
         1,
     );
     let reference = iref(&format!("{host}/kiln/oci:v1"));
-    let pushed = push_image(
-        &client,
-        &reference,
-        &oci.manifest,
-        store.clone(),
-        &NoProgress,
-    )
-    .await
-    .unwrap();
+    let pushed = push_silently(&client, &reference, &oci.manifest, store.clone())
+        .await
+        .unwrap();
     assert_eq!(pushed, oci.manifest);
     let out = skopeo(&[
         "inspect",
@@ -373,15 +386,9 @@ async fn pushed_oci_and_docker_images_read_back_with_skopeo() {
         2,
     );
     let reference = iref(&format!("{host}/kiln/docker:v1"));
-    push_image(
-        &client,
-        &reference,
-        &docker.manifest,
-        store.clone(),
-        &NoProgress,
-    )
-    .await
-    .unwrap();
+    push_silently(&client, &reference, &docker.manifest, store.clone())
+        .await
+        .unwrap();
     let out = skopeo(&[
         "inspect",
         "--tls-verify=false",
@@ -518,7 +525,7 @@ async fn index_resolves_to_the_platform_asked_for() {
     let (index, index_bytes) = build_index(&store, &[(&amd, "amd64"), (&arm, "arm64")]);
     let client = client();
     let reference = iref(&format!("{host}/multi/app:latest"));
-    let pushed = push_image(&client, &reference, &index, store.clone(), &NoProgress)
+    let pushed = push_silently(&client, &reference, &index, store.clone())
         .await
         .unwrap();
     assert_eq!(pushed, index);
@@ -565,20 +572,14 @@ async fn index_resolves_to_the_platform_asked_for() {
     // A store holding only one platform can push the index back: the registry has the
     // other platform's manifest.
     let copy = iref(&format!("{host}/multi/copy:v2"));
-    let err = push_image(&client, &copy, &index, pulled_store.clone(), &NoProgress)
+    let err = push_silently(&client, &copy, &index, pulled_store.clone())
         .await
         .unwrap_err();
     assert!(matches!(err, RegistryError::Store { .. }), "{err:?}");
     let same_repo = iref(&format!("{host}/multi/app:again"));
-    push_image(
-        &client,
-        &same_repo,
-        &index,
-        pulled_store.clone(),
-        &NoProgress,
-    )
-    .await
-    .unwrap();
+    push_silently(&client, &same_repo, &index, pulled_store.clone())
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -589,26 +590,14 @@ async fn a_single_image_for_another_platform_is_refused_before_its_layers_are_fe
     let arm = build_image(&store, Flavor::Oci, &[(Compression::Gzip, 700)], "arm64", 8);
     let client = client();
     let reference = iref(&format!("{host}/single/arm:v1"));
-    push_image(
-        &client,
-        &reference,
-        &arm.manifest,
-        store.clone(),
-        &NoProgress,
-    )
-    .await
-    .unwrap();
+    push_silently(&client, &reference, &arm.manifest, store.clone())
+        .await
+        .unwrap();
 
     let (_p, pulled_store) = DirStore::new();
-    let err = pull_image(
-        &client,
-        &reference,
-        &amd64(),
-        pulled_store.clone(),
-        &NoProgress,
-    )
-    .await
-    .unwrap_err();
+    let err = pull_silently(&client, &reference, pulled_store.clone())
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, RegistryError::PlatformMismatch { .. }),
         "{err:?}"
@@ -785,7 +774,7 @@ async fn chunked_push_round_trips() {
     assert_eq!(info["Digest"], built.manifest.to_string());
 
     let (_p, pulled) = DirStore::new();
-    pull_image(&client, &reference, &amd64(), pulled.clone(), &NoProgress)
+    pull_silently(&client, &reference, pulled.clone())
         .await
         .unwrap();
     for d in built.blobs() {
@@ -827,15 +816,9 @@ async fn htpasswd_registry_needs_the_configured_credentials() {
 
     // Without credentials: a clear unauthorized error.
     let anonymous = client();
-    let err = push_image(
-        &anonymous,
-        &reference,
-        &built.manifest,
-        store.clone(),
-        &NoProgress,
-    )
-    .await
-    .unwrap_err();
+    let err = push_silently(&anonymous, &reference, &built.manifest, store.clone())
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, RegistryError::Unauthorized { status: 401, .. }),
         "{err:?}"
@@ -859,17 +842,11 @@ async fn htpasswd_registry_needs_the_configured_credentials() {
     })
     .unwrap();
     authed.check_auth(&host).await.unwrap();
-    push_image(
-        &authed,
-        &reference,
-        &built.manifest,
-        store.clone(),
-        &NoProgress,
-    )
-    .await
-    .unwrap();
+    push_silently(&authed, &reference, &built.manifest, store.clone())
+        .await
+        .unwrap();
     let (_p, pulled) = DirStore::new();
-    pull_image(&authed, &reference, &amd64(), pulled.clone(), &NoProgress)
+    pull_silently(&authed, &reference, pulled.clone())
         .await
         .unwrap();
     pulled.assert_all_verify();
@@ -959,15 +936,9 @@ async fn credential_helpers_store_get_and_erase() {
         .unwrap();
         client.check_auth(&host).await.unwrap();
         let reference = iref(&format!("{host}/helped/app:v1"));
-        push_image(
-            &client,
-            &reference,
-            &built.manifest,
-            store.clone(),
-            &NoProgress,
-        )
-        .await
-        .unwrap();
+        push_silently(&client, &reference, &built.manifest, store.clone())
+            .await
+            .unwrap();
         assert!(credentials.erase(&host).unwrap());
         assert!(!credentials.erase(&host).unwrap());
         assert_eq!(credentials.lookup(&host).unwrap(), None);
@@ -1075,15 +1046,9 @@ async fn faulty_setup(push: bool) -> Faulty {
     );
     if push {
         let reference = iref(&format!("{}/faults/app:v1", registry.host()));
-        push_image(
-            &client(),
-            &reference,
-            &built.manifest,
-            source.clone(),
-            &NoProgress,
-        )
-        .await
-        .unwrap();
+        push_silently(&client(), &reference, &built.manifest, source.clone())
+            .await
+            .unwrap();
     }
     Faulty {
         _registry: registry,
@@ -1105,7 +1070,7 @@ async fn pull_resumes_after_cut_connections() {
     );
     let reference = iref(&format!("{}/faults/app:v1", f.proxy.host()));
     let (_d, store) = DirStore::new();
-    pull_image(&client(), &reference, &amd64(), store.clone(), &NoProgress)
+    pull_silently(&client(), &reference, store.clone())
         .await
         .unwrap();
     assert_eq!(
@@ -1135,7 +1100,7 @@ async fn corrupted_blob_is_refused_and_not_stored() {
     );
     let reference = iref(&format!("{}/faults/app:v1", f.proxy.host()));
     let (_d, store) = DirStore::new();
-    let err = pull_image(&client(), &reference, &amd64(), store.clone(), &NoProgress)
+    let err = pull_silently(&client(), &reference, store.clone())
         .await
         .unwrap_err();
     assert!(
@@ -1173,7 +1138,7 @@ async fn unavailable_answers_are_retried() {
     f.proxy.add(Rule::new(Fault::Unavailable, 3));
     let reference = iref(&format!("{}/faults/app:v1", f.proxy.host()));
     let (_d, store) = DirStore::new();
-    pull_image(&client(), &reference, &amd64(), store.clone(), &NoProgress)
+    pull_silently(&client(), &reference, store.clone())
         .await
         .unwrap();
     store.assert_all_verify();
@@ -1225,18 +1190,12 @@ async fn push_survives_cut_connections() {
         })
         .unwrap();
         let reference = iref(&format!("{}/faults/pushed:v1", f.proxy.host()));
-        push_image(
-            &client,
-            &reference,
-            &f.built.manifest,
-            f.source.clone(),
-            &NoProgress,
-        )
-        .await
-        .unwrap();
+        push_silently(&client, &reference, &f.built.manifest, f.source.clone())
+            .await
+            .unwrap();
         assert!(f.proxy.faults_applied() >= 4, "{:?}", f.proxy.seen());
         let (_d, store) = DirStore::new();
-        pull_image(&client, &reference, &amd64(), store.clone(), &NoProgress)
+        pull_silently(&client, &reference, store.clone())
             .await
             .unwrap();
         for d in f.built.blobs() {
