@@ -43,9 +43,15 @@ impl<'a> StoreResolver<'a> {
         }
     }
 
-    /// Whether `reference` must be pulled before it is looked up in the store: it is not
-    /// there, or not for `platform`, or `--pull` asks the registry again.
-    fn needs_pull(&self, reference: &ImageRef, platform: &Platform) -> bool {
+    /// Whether `reference` must be pulled, given what the store holds for it (`stored`):
+    /// nothing, or an image for another platform than `platform`, or `--pull` asks the
+    /// registry again.
+    fn needs_pull(
+        &self,
+        reference: &ImageRef,
+        platform: &Platform,
+        stored: Option<&ResolvedImage>,
+    ) -> bool {
         let Some(puller) = &self.puller else {
             return false;
         };
@@ -57,12 +63,9 @@ impl<'a> StoreResolver<'a> {
         {
             return false;
         }
-        let stored = match self.find(reference) {
-            Ok(found) => found.config.platform().is_none_or(|p| p == *platform),
-            Err(ResolveError::NotFound { .. }) => false,
-            Err(_) => false,
-        };
-        !stored || (puller.always && reference.digest().is_none())
+        let usable =
+            stored.is_some_and(|found| found.config.platform().is_none_or(|p| p == *platform));
+        !usable || (puller.always && reference.digest().is_none())
     }
 
     fn find(&self, reference: &ImageRef) -> Result<ResolvedImage, ResolveError> {
@@ -111,10 +114,11 @@ impl ImageResolver for StoreResolver<'_> {
         reference: &ImageRef,
         platform: &Platform,
     ) -> Result<ResolvedImage, ResolveError> {
+        let mut found = self.find(reference);
         if let Some(puller) = self
             .puller
             .as_ref()
-            .filter(|_| self.needs_pull(reference, platform))
+            .filter(|_| self.needs_pull(reference, platform, found.as_ref().ok()))
         {
             puller
                 .display
@@ -140,8 +144,9 @@ impl ImageResolver for StoreResolver<'_> {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert((reference.clone(), platform.clone()));
+            found = self.find(reference);
         }
-        let found = self.find(reference)?;
+        let found = found?;
         if let Some(stored) = found.config.platform()
             && stored != *platform
         {

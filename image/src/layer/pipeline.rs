@@ -331,7 +331,7 @@ where
     let _turn = PASSES.enter(workers);
     let buffers = Buffers;
     if compression == Compression::None {
-        return plain(out, buffers, produce);
+        return plain(out, buffers, workers, produce);
     }
     let (hash_tx, hash_rx) = bounded::<Chunk>(QUEUE);
     let (raw_tx, raw_rx) = bounded::<Chunk>(QUEUE);
@@ -388,22 +388,26 @@ where
 /// diffID and the digest. Reading the files and hashing them overlap on two threads
 /// when a core is idle; otherwise the hashing thread would only add the copying of the
 /// stream between cores to the work, and the pass runs on the calling thread alone.
-fn plain<W, P>(out: &mut W, buffers: Buffers, produce: P) -> Result<Hashed, LayerError>
+fn plain<W, P>(
+    out: &mut W,
+    buffers: Buffers,
+    cores: usize,
+    produce: P,
+) -> Result<Hashed, LayerError>
 where
     W: Write,
     P: FnOnce(&mut ChunkWriter) -> Result<(), LayerError> + Send,
 {
-    if a_core_is_idle() {
+    if a_core_is_idle(cores) {
         plain_threads(out, buffers, produce)
     } else {
         plain_here(out, buffers, produce)
     }
 }
 
-/// Whether fewer threads are running or ready to run than this process may use cores,
-/// from the kernel's count in `/proc/loadavg` (which includes the caller).
-fn a_core_is_idle() -> bool {
-    let cores = thread::available_parallelism().map_or(1, |n| n.get());
+/// Whether fewer threads are running or ready to run than the `cores` this process may
+/// use, from the kernel's count in `/proc/loadavg` (which includes the caller).
+fn a_core_is_idle(cores: usize) -> bool {
     let running = std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|text| {

@@ -308,7 +308,6 @@ async fn load_document(
     })
 }
 
-/// Writes a fetched manifest or index into the store.
 /// The most bytes of an image config read into memory to check its platform.
 const CONFIG_LIMIT: u64 = 16 << 20;
 
@@ -349,6 +348,7 @@ fn check_platform(
     Ok(())
 }
 
+/// Writes a fetched manifest or index into the store.
 async fn store_document(store: &Arc<dyn BlobStore>, doc: &Manifest) -> Result<(), RegistryError> {
     let store = store.clone();
     let digest = doc.digest.clone();
